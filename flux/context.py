@@ -1,0 +1,211 @@
+"""What a step handler receives: :class:`StepContext`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from flux.records import JSON
+
+InputT = TypeVar("InputT")
+T = TypeVar("T")
+
+_MUTABLE = (dict, list)
+_logger = logging.getLogger("flux.step")
+
+
+class RunData(dict[str, JSON]):
+    """``ctx.data``: a dict shared by all steps of a run, JSON values only.
+
+    It remembers which top-level keys a step set, removed, or read as a mutable container
+    (a dict or list the step may have changed in place): only those are written at the
+    step's checkpoint.
+    """
+
+    __slots__ = ("_removed", "_touched")
+
+    def __init__(self, initial: Mapping[str, JSON] | None = None) -> None:
+        super().__init__(initial or {})
+        self._touched: set[str] = set()
+        self._removed: set[str] = set()
+
+    def _touch(self, key: str) -> None:
+        self._touched.add(key)
+        self._removed.discard(key)
+
+    def __getitem__(self, key: str) -> JSON:
+        value = super().__getitem__(key)
+        if isinstance(value, _MUTABLE):
+            self._touched.add(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> JSON:
+        value = super().get(key, default)
+        if isinstance(value, _MUTABLE) and key in self:
+            self._touched.add(key)
+        return value
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"ctx.data keys must be str (JSON object keys), got {key!r}")
+        super().__setitem__(key, value)
+        self._touch(key)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._touched.discard(key)
+        self._removed.add(key)
+
+    def pop(self, key: str, *default: Any) -> JSON:
+        had = key in self
+        value = super().pop(key, *default)
+        if had:
+            self._touched.discard(key)
+            self._removed.add(key)
+        return value
+
+    def popitem(self) -> tuple[str, JSON]:
+        key, value = super().popitem()
+        self._touched.discard(key)
+        self._removed.add(key)
+        return key, value
+
+    def setdefault(self, key: str, default: JSON = None) -> JSON:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: JSON) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> RunData:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        self._removed.update(self.keys())
+        self._touched.clear()
+        super().clear()
+
+    def values(self) -> Any:
+        self._touched.update(k for k, v in super().items() if isinstance(v, _MUTABLE))
+        return super().values()
+
+    def items(self) -> Any:
+        self._touched.update(k for k, v in super().items() if isinstance(v, _MUTABLE))
+        return super().items()
+
+    def take_changes(self) -> tuple[dict[str, JSON], tuple[str, ...]]:
+        """The keys set (with their values) and removed since the last call; resets tracking."""
+        if not self._touched and not self._removed:
+            return {}, ()
+        changed = {key: dict.__getitem__(self, key) for key in self._touched if key in self}
+        removed = tuple(sorted(self._removed))
+        self._touched = set()
+        self._removed = set()
+        return changed, removed
+
+    def load(self, values: Iterable[tuple[str, JSON]]) -> None:
+        """Replace the contents without recording changes (used when a run is restored)."""
+        super().clear()
+        for key, value in values:
+            dict.__setitem__(self, key, value)
+        self._touched = set()
+        self._removed = set()
+
+
+ActionRecorder = Callable[[str, JSON], Awaitable[None]]
+
+
+class StepContext(Generic[InputT]):
+    """What a handler receives.
+
+    Attributes:
+        input: the run's input, typed by ``.input(T)``.
+        data: a dict shared by all steps (JSON values only); changes are recorded per step.
+        outputs: read-only: each finished step's output, by step name.
+        run_id: the run's id.
+        workflow: the workflow's name.
+        step: this step's name.
+        attempt: 1 for the first attempt, 2 for the first retry...
+        idempotency_key: stable for this run and step across attempts and resumes; hand it to
+            external APIs so a repeated call has no second effect.
+    """
+
+    __slots__ = (
+        "_actions",
+        "_log",
+        "_recorder",
+        "attempt",
+        "data",
+        "input",
+        "outputs",
+        "run_id",
+        "step",
+        "workflow",
+    )
+
+    def __init__(
+        self,
+        *,
+        input: InputT,
+        data: RunData,
+        outputs: Mapping[str, JSON],
+        run_id: str,
+        workflow: str,
+        step: str,
+        attempt: int,
+        actions: dict[str, JSON] | None = None,
+        recorder: ActionRecorder | None = None,
+    ) -> None:
+        self.input = input
+        self.data = data
+        self.outputs = outputs
+        self.run_id = run_id
+        self.workflow = workflow
+        self.step = step
+        self.attempt = attempt
+        self._actions = actions if actions is not None else {}
+        self._recorder = recorder
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """``"<run_id>:<step>"``: the same for every attempt of this step in this run."""
+        return f"{self.run_id}:{self.step}"
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the run id, workflow, step and attempt."""
+        if self._log is None:
+            extra = {
+                "run_id": self.run_id,
+                "workflow": self.workflow,
+                "step": self.step,
+                "attempt": self.attempt,
+            }
+            self._log = logging.LoggerAdapter(_logger, extra)
+        return self._log
+
+    async def action(self, name: str, fn: Callable[[], Awaitable[T] | T]) -> T:
+        """Run ``fn`` once per run and step, recording its (JSON) result.
+
+        When the step runs again (a retry, or a resume after a crash), a finished action
+        returns its recorded result instead of calling ``fn`` again. Use it for the
+        expensive or effectful parts of a step.
+        """
+        if name in self._actions:
+            return self._actions[name]  # type: ignore[no-any-return]
+        result = fn()
+        if inspect.isawaitable(result):
+            result = await result
+        if self._recorder is not None:
+            await self._recorder(name, result)
+        self._actions[name] = result
+        return result
+
+    def __repr__(self) -> str:
+        return f"<StepContext run={self.run_id} step={self.step!r} attempt={self.attempt}>"

@@ -1,0 +1,96 @@
+"""Pure decisions about plans and recorded history: where a run continues, which plan it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flux.errors import PlanMismatchError, WorkflowNotRegisteredError
+from flux.plan import Workflow
+from flux.records import RunRecord, StepRecord
+from flux.status import StepStatus
+
+_DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
+
+
+def latest_visits(records: Iterable[StepRecord]) -> dict[str, StepRecord]:
+    """The latest visit of each step, by step name."""
+    return {record.step: record for record in records}
+
+
+def resume_point(workflow: Workflow[Any], records: Sequence[StepRecord]) -> int:
+    """The index of the first plan step whose latest visit is not completed or skipped.
+
+    ``len(workflow.steps)`` when every step is done.
+    """
+    latest = latest_visits(records)
+    for index, spec in enumerate(workflow.steps):
+        visit = latest.get(spec.name)
+        if visit is None or visit.status not in _DONE:
+            return index
+    return len(workflow.steps)
+
+
+class WorkflowRegistry:
+    """Every workflow version an engine knows, by name and plan fingerprint."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, dict[str, Workflow[Any]]] = {}
+
+    def add(self, workflow: Workflow[Any]) -> None:
+        """Register ``workflow`` (a new version of the same name is kept beside older ones)."""
+        self._versions.setdefault(workflow.name, {})[workflow.fingerprint] = workflow
+
+    def names(self) -> list[str]:
+        """Registered workflow names, sorted."""
+        return sorted(self._versions)
+
+    def for_run(self, run: RunRecord) -> Workflow[Any]:
+        """The registered version whose fingerprint matches the run's.
+
+        Raises:
+            WorkflowNotRegisteredError: no version of the run's workflow is registered.
+            PlanMismatchError: versions exist, but none has the run's fingerprint.
+        """
+        versions = self._versions.get(run.workflow)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise WorkflowNotRegisteredError(
+                f"run {run.id} belongs to workflow {run.workflow!r}, which this engine does not "
+                f"know (registered: {known}); pass it in FluxEngine(workflows=[...]) or call "
+                "engine.register(workflow) before resuming",
+                run_id=run.id,
+            )
+        match = versions.get(run.fingerprint)
+        if match is not None:
+            return match
+        newest = list(versions.values())[-1]
+        differences = plan_differences(newest, run)
+        raise PlanMismatchError(
+            f"run {run.id} was started by a different version of workflow {run.workflow!r} "
+            f"(fingerprint {run.fingerprint}, registered: {', '.join(versions)}). Differences: "
+            + "; ".join(differences)
+            + ". Register the version that started it (keep the old plan under the same name) "
+            "or resume with from_step=.",
+            run_id=run.id,
+            differences=differences,
+        )
+
+
+def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
+    """What the run's recorded history shows that ``workflow`` does not match."""
+    planned = workflow.step_names
+    found: list[str] = []
+    recorded: list[str] = []
+    for record in run.steps:
+        if record.step not in recorded:
+            recorded.append(record.step)
+    for name in recorded:
+        if name not in planned:
+            found.append(f"step {name!r} ran in the run but is not in the plan")
+    order = [name for name in recorded if name in planned]
+    if order != sorted(order, key=planned.index):
+        found.append(f"steps ran in the order {order} but the plan orders them {list(planned)}")
+    if not found:
+        found.append(f"the plan's steps are now {list(planned)} (kinds or order changed)")
+    return found

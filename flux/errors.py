@@ -1,0 +1,134 @@
+"""The flux error tree.
+
+Every error flux raises is a :class:`FluxError`. The middle layers tell what went wrong:
+:class:`PlanError` (a workflow definition is invalid), :class:`RunError` (a run could not be
+started, resumed or found) and :class:`StorageError` (the storage backend refused or failed).
+Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class FluxError(Exception):
+    """Base class of every error raised by flux."""
+
+
+# --- plan errors -------------------------------------------------------------------------
+
+
+class PlanError(FluxError, ValueError):
+    """A workflow definition is invalid; raised by the builder and by ``build()``."""
+
+
+class EmptyWorkflowError(PlanError):
+    """A workflow has no steps."""
+
+
+class DuplicateStepError(PlanError):
+    """Two steps share one name."""
+
+
+class InvalidNameError(PlanError):
+    """A workflow or step name is empty or uses characters flux does not allow."""
+
+
+class InvalidStepError(PlanError):
+    """A step's handler or options are invalid (non-callable handler, bad timeout or retries...)."""
+
+
+class UnknownStepError(PlanError):
+    """A step name given to the engine or the builder does not exist in the plan."""
+
+
+# --- run errors --------------------------------------------------------------------------
+
+
+class RunError(FluxError):
+    """A run could not be started, resumed, found or continued."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class InvalidInputError(RunError, ValueError):
+    """The input given to ``execute`` does not match the workflow's input type or validators."""
+
+
+class RunNotFoundError(RunError, LookupError):
+    """No run with the given id is stored."""
+
+
+class InvalidRunStateError(RunError):
+    """The run's status does not allow the requested operation."""
+
+
+class PlanMismatchError(RunError):
+    """A stored run was started by a plan that no registered workflow version matches."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, differences: Sequence[str] = ()):
+        super().__init__(message, run_id=run_id)
+        self.differences = tuple(differences)
+
+
+class WorkflowNotRegisteredError(RunError):
+    """A stored run names a workflow that this engine does not know."""
+
+
+# --- step failures (recorded as a step's error, not raised by execute) --------------------
+
+
+class StepError(FluxError):
+    """Base of errors flux itself records as a step's failure."""
+
+    def __init__(self, message: str, *, step: str | None = None, attempt: int | None = None):
+        super().__init__(message)
+        self.step = step
+        self.attempt = attempt
+
+
+class StepTimeoutError(StepError, TimeoutError):
+    """One attempt of a step ran longer than its ``timeout``."""
+
+
+class SerializationError(StepError, TypeError):
+    """A value that must be stored (an output, a data value, an input) is not JSON."""
+
+
+class NonRetryableError(FluxError):
+    """Raise this from a handler to fail the step at once, without further retries."""
+
+
+class RetryAfter(FluxError):
+    """Raise this from a handler to ask for a retry after ``delay`` seconds.
+
+    The delay replaces the policy's backoff for that attempt; the attempt still counts
+    against the step's retry budget.
+    """
+
+    def __init__(self, delay: float, message: str = "") -> None:
+        if delay < 0:
+            raise ValueError(f"RetryAfter delay must be >= 0 seconds, got {delay!r}")
+        super().__init__(message or f"retry requested after {delay:g}s")
+        self.delay = float(delay)
+
+
+# --- storage errors ----------------------------------------------------------------------
+
+
+class StorageError(FluxError):
+    """The storage backend failed or refused an operation."""
+
+
+class StorageCorruptedError(StorageError):
+    """Stored data could not be read back (a corrupted JSON column, a foreign file...)."""
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by a newer flux than this one."""
+
+
+class LeaseLostError(RunError):
+    """Another process took over a run this process was driving; this process stops driving it."""

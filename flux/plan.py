@@ -1,0 +1,212 @@
+"""The immutable plan a builder compiles to, and its validation.
+
+A :class:`Workflow` is a frozen list of :class:`StepSpec`. Its ``fingerprint`` hashes the step
+names, kinds and order (not their code); a run stores it, so flux can tell when a stored run
+meets a changed plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Literal, TypeVar
+
+import attrs
+
+from flux.errors import (
+    DuplicateStepError,
+    EmptyWorkflowError,
+    InvalidNameError,
+    InvalidStepError,
+    UnknownStepError,
+)
+from flux.retry import RetryPolicy
+from flux.serde import InputCodec
+
+InputT = TypeVar("InputT")
+StepKind = Literal["step", "commit"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,127}$")
+
+
+def check_name(name: object, what: str) -> str:
+    """Return ``name`` if it is a valid workflow or step name, else raise InvalidNameError."""
+    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
+        raise InvalidNameError(
+            f"invalid {what} name {name!r}: use 1 to 128 characters from letters, digits, "
+            "'_', '-', '.', ':' and inner spaces, starting with a letter or digit"
+        )
+    return name
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions and objects whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - we want the attribute itself
+    )
+
+
+def _callable_name(fn: object) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+@attrs.frozen(kw_only=True)
+class StepSpec:
+    """One step of a plan.
+
+    ``retries`` and ``timeout`` are None when the step leaves them to the engine's defaults.
+    """
+
+    name: str
+    handler: Callable[..., Any] = attrs.field(eq=False)
+    kind: StepKind = "step"
+    retries: int | None = None
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    when: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    compensate: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    is_async: bool = attrs.field(eq=False)
+
+    @is_async.default
+    def _detect_async(self) -> bool:
+        return is_async_callable(self.handler)
+
+    @property
+    def commit(self) -> bool:
+        """True for commit steps (irreversible side effects; called again on replay)."""
+        return self.kind == "commit"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description of the step."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "handler": _callable_name(self.handler),
+            "retries": self.retries,
+            "timeout": self.timeout,
+            "retry_policy": None if self.retry is None else self.retry.max_attempts,
+            "conditional": self.when is not None,
+            "compensate": None if self.compensate is None else _callable_name(self.compensate),
+        }
+
+
+def validate_step(spec: StepSpec) -> StepSpec:
+    """Check one step on its own; raises an InvalidStepError saying how to fix it."""
+    where = f"step {spec.name!r}"
+    if not callable(spec.handler):
+        raise InvalidStepError(
+            f"{where}: the handler must be a function taking a StepContext, got {spec.handler!r}"
+        )
+    if spec.retries is not None and (isinstance(spec.retries, bool) or spec.retries < 0):
+        raise InvalidStepError(f"{where}: retries must be an int >= 0, got {spec.retries!r}")
+    if spec.timeout is not None and not spec.timeout > 0:
+        raise InvalidStepError(f"{where}: timeout must be a positive number of seconds, got {spec.timeout!r}")
+    if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
+        raise InvalidStepError(f"{where}: retry= takes a RetryPolicy, got {spec.retry!r}")
+    for option in ("when", "compensate"):
+        value = getattr(spec, option)
+        if value is not None and not callable(value):
+            raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
+    if spec.commit and spec.compensate is not None:
+        raise InvalidStepError(
+            f"{where}: a commit step cannot take compensate=; commit steps are irreversible. "
+            "Use .step(...) if the effect can be undone."
+        )
+    return spec
+
+
+def fingerprint_of(name: str, steps: tuple[StepSpec, ...]) -> str:
+    """A stable hash of the workflow name and its step names, kinds and order."""
+    shape = [name, [[s.name, s.kind] for s in steps]]
+    digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).hexdigest()
+    return digest[:16]
+
+
+@attrs.frozen(kw_only=True)
+class Workflow(Generic[InputT]):
+    """A validated, immutable plan. Build one with ``create_workflow(name)...build()``."""
+
+    name: str
+    steps: tuple[StepSpec, ...]
+    input_type: type[InputT] | None = None
+    validators: tuple[Callable[[InputT], Any], ...] = attrs.field(default=(), eq=False)
+    fingerprint: str = attrs.field(init=False)
+    codec: InputCodec[InputT] = attrs.field(init=False, eq=False, repr=False)
+    _index: Mapping[str, int] = attrs.field(init=False, eq=False, repr=False)
+
+    @fingerprint.default
+    def _fingerprint(self) -> str:
+        return fingerprint_of(self.name, self.steps)
+
+    @codec.default
+    def _codec(self) -> InputCodec[InputT]:
+        return InputCodec(self.input_type, self.name)
+
+    @_index.default
+    def _build_index(self) -> Mapping[str, int]:
+        return {spec.name: i for i, spec in enumerate(self.steps)}
+
+    def __attrs_post_init__(self) -> None:
+        check_name(self.name, "workflow")
+        if not self.steps:
+            raise EmptyWorkflowError(
+                f"workflow {self.name!r} has no steps; add one with .step(name, handler)"
+            )
+        if len(self._index) != len(self.steps):
+            names = [spec.name for spec in self.steps]
+            dupes = sorted({name for name in names if names.count(name) > 1})
+            raise DuplicateStepError(
+                f"workflow {self.name!r} has more than one step named {', '.join(map(repr, dupes))}; "
+                "step names must be unique"
+            )
+        for spec in self.steps:
+            validate_step(spec)
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """Step names in plan order."""
+        return tuple(spec.name for spec in self.steps)
+
+    def index_of(self, step: str | int) -> int:
+        """The position of a step given by name or index; raises UnknownStepError."""
+        if isinstance(step, int) and not isinstance(step, bool):
+            if 0 <= step < len(self.steps):
+                return step
+            raise UnknownStepError(
+                f"step index {step} is out of range for workflow {self.name!r} "
+                f"(it has {len(self.steps)} steps, 0 to {len(self.steps) - 1})"
+            )
+        try:
+            return self._index[str(step)]
+        except KeyError:
+            raise UnknownStepError(
+                f"workflow {self.name!r} has no step {step!r}; its steps are: {', '.join(self.step_names)}"
+            ) from None
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description of the plan."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "input": self.codec.type_name,
+            "steps": [spec.describe() for spec in self.steps],
+        }
+
+    def to_mermaid(self) -> str:
+        """The plan as a Mermaid flowchart; commit steps are drawn as double boxes."""
+        lines = ["flowchart TD", "    start((start))"]
+        previous = "start"
+        for i, spec in enumerate(self.steps):
+            node = f"s{i}"
+            label = spec.name.replace('"', "'")
+            shape = f'[["{label}"]]' if spec.commit else f'["{label}"]'
+            lines.append(f"    {node}{shape}")
+            edge = " -. when .-> " if spec.when is not None else " --> "
+            lines.append(f"    {previous}{edge}{node}")
+            previous = node
+        lines.append("    done((end))")
+        lines.append(f"    {previous} --> done")
+        return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""What storage keeps: frozen records of runs, step visits and errors.
+
+The records are plain values. A run's ``data`` and ``outputs`` are not stored as a whole: each
+step record carries the data keys that step changed, and :attr:`RunRecord.data` replays them in
+order. That keeps a checkpoint's cost proportional to what the step changed.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from flux.status import RunStatus, StepStatus
+
+JSON = Any
+"""A value made of dicts with string keys, lists, strings, numbers, booleans and None."""
+
+# Step visits whose data changes and outputs count towards the run's state.
+_EFFECTIVE = frozenset(
+    {StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATING, StepStatus.COMPENSATED}
+)
+_HAS_OUTPUT = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING, StepStatus.COMPENSATED})
+
+
+@attrs.frozen(kw_only=True)
+class ErrorInfo:
+    """A recorded failure: never a live exception, always text that survives storage.
+
+    ``compensation`` holds the error of a compensation that also failed, in the same shape.
+    """
+
+    type: str
+    message: str
+    step: str | None = None
+    attempt: int | None = None
+    traceback: str = ""
+    compensation: ErrorInfo | None = None
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, *, step: str | None = None, attempt: int | None = None
+    ) -> ErrorInfo:
+        """Capture ``exc`` (type name, message and formatted traceback)."""
+        text = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type=type(exc).__name__, message=str(exc), step=step, attempt=attempt, traceback=text)
+
+    def to_json(self) -> dict[str, JSON]:
+        """A JSON-able dict of every field."""
+        return {
+            "type": self.type,
+            "message": self.message,
+            "step": self.step,
+            "attempt": self.attempt,
+            "traceback": self.traceback,
+            "compensation": self.compensation.to_json() if self.compensation else None,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, JSON]) -> ErrorInfo:
+        """The inverse of :meth:`to_json`."""
+        comp = raw.get("compensation")
+        return cls(
+            type=str(raw["type"]),
+            message=str(raw["message"]),
+            step=raw.get("step"),
+            attempt=raw.get("attempt"),
+            traceback=str(raw.get("traceback") or ""),
+            compensation=cls.from_json(comp) if comp else None,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StepRecord:
+    """One visit of one step in a run.
+
+    Attributes:
+        seq: the visit's index in the run (0-based, in start order); the storage key with the run id.
+        step: the step's name.
+        status: where the visit stands.
+        attempts: attempts started so far (1-based count).
+        output: the handler's return value once completed (JSON).
+        data_set / data_unset: the top-level ``ctx.data`` keys this visit set or removed.
+        condition: the recorded result of the step's ``when`` predicate (None: no predicate).
+        actions: recorded results of ``ctx.action`` calls made inside the step, by action name.
+    """
+
+    seq: int
+    step: str
+    status: StepStatus
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    output: JSON = None
+    data_set: Mapping[str, JSON] = attrs.field(factory=dict)
+    data_unset: tuple[str, ...] = ()
+    condition: bool | None = None
+    actions: Mapping[str, JSON] = attrs.field(factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish, or None while unfinished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@attrs.frozen(kw_only=True)
+class RunRecord:
+    """A stored run: its own fields plus its step visits in ``seq`` order.
+
+    ``owner`` and ``lease_expires_at`` name the process driving the run while it is in flight.
+    """
+
+    id: str
+    workflow: str
+    fingerprint: str
+    status: RunStatus
+    input: JSON = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
+    steps: tuple[StepRecord, ...] = ()
+
+    @property
+    def data(self) -> dict[str, JSON]:
+        """``ctx.data`` as the recorded step visits left it."""
+        return replay_data(self.steps)
+
+    @property
+    def outputs(self) -> dict[str, JSON]:
+        """Each finished step's output, by step name (a later visit wins)."""
+        return replay_outputs(self.steps)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from creation to finish, or None while unfinished."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.created_at).total_seconds()
+
+
+def replay_data(steps: Iterable[StepRecord]) -> dict[str, JSON]:
+    """Apply the recorded data changes of every effective visit, in order."""
+    data: dict[str, JSON] = {}
+    for record in steps:
+        if record.status in _EFFECTIVE:
+            data.update(record.data_set)
+            for key in record.data_unset:
+                data.pop(key, None)
+    return data
+
+
+def replay_outputs(steps: Iterable[StepRecord]) -> dict[str, JSON]:
+    """Collect the outputs of completed visits (later visits overwrite earlier ones)."""
+    return {
+        record.step: record.output
+        for record in steps
+        if record.status in _HAS_OUTPUT and record.output is not None
+    }
+
+
+StatusSpec = str | RunStatus | Sequence[str | RunStatus] | frozenset[RunStatus]
+"""One run status or several."""
+
+
+def _statuses(value: StatusSpec | None) -> frozenset[RunStatus] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    try:
+        return frozenset(RunStatus(item) for item in items)
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise ValueError(f"unknown run status in {value!r}; use one of: {known}") from None
+
+
+@attrs.frozen(kw_only=True)
+class RunFilter:
+    """What :meth:`Storage.list` returns: newest first, then ``offset`` and ``limit``.
+
+    ``status`` is one status or several; ``None`` fields do not filter.
+    """
+
+    workflow: str | None = None
+    status: frozenset[RunStatus] | None = attrs.field(default=None, converter=_statuses)
+    limit: int | None = None
+    offset: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0 or None, got {self.limit}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
+
+    def matches(self, run: RunRecord) -> bool:
+        """True when ``run`` passes the name and status filters (limit/offset aside)."""
+        if self.workflow is not None and run.workflow != self.workflow:
+            return False
+        return self.status is None or run.status in self.status
