@@ -7,12 +7,13 @@ and extended safely. Steps are checked as they are added; the plan as a whole on
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
 from flux.errors import DuplicateStepError, InvalidStepError
-from flux.plan import StepKind, StepSpec, Workflow, check_name, validate_step
+from flux.plan import StepSpec, Workflow, check_name, validate_step
 from flux.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class WorkflowBuilder(Generic[InputT]):
     _steps: tuple[StepSpec, ...] = ()
     _input_type: type[Any] | None = None
     _validators: tuple[Callable[[Any], Any], ...] = ()
+    _deadline: float | None = None
 
     @property
     def step_count(self) -> int:
@@ -48,7 +50,11 @@ class WorkflowBuilder(Generic[InputT]):
         if not isinstance(kind, type):
             raise InvalidStepError(f".input() takes a class (dataclass, attrs, TypedDict), got {kind!r}")
         return WorkflowBuilder(
-            name=self.name, steps=self._steps, input_type=kind, validators=self._validators
+            name=self.name,
+            steps=self._steps,
+            input_type=kind,
+            validators=self._validators,
+            deadline=self._deadline,
         )
 
     def validate(self, check: Callable[[InputT], Any]) -> WorkflowBuilder[InputT]:
@@ -83,7 +89,16 @@ class WorkflowBuilder(Generic[InputT]):
             retry: the backoff policy (else the engine's).
             compensate: undoes the step if a later step fails for good.
         """
-        return self._add("step", name, handler, retries, timeout, when, retry, compensate)
+        return self._add(
+            kind="step",
+            name=name,
+            handler=handler,
+            retries=retries,
+            timeout=timeout,
+            when=when,
+            retry=retry,
+            compensate=compensate,
+        )
 
     def commit(
         self,
@@ -99,36 +114,55 @@ class WorkflowBuilder(Generic[InputT]):
 
         Commit steps take no ``compensate`` and are called again by ``engine.replay``.
         """
-        return self._add("commit", name, handler, retries, timeout, when, retry, None)
+        return self._add(
+            kind="commit",
+            name=name,
+            handler=handler,
+            retries=retries,
+            timeout=timeout,
+            when=when,
+            retry=retry,
+        )
 
-    def _add(
-        self,
-        kind: StepKind,
-        name: str,
-        handler: Any,
-        retries: int | None,
-        timeout: float | None,
-        when: Any,
-        retry: RetryPolicy | None,
-        compensate: Any,
+    def wait_for_signal(
+        self, name: str, signal: str | None = None, timeout: float | timedelta | None = None
     ) -> WorkflowBuilder[InputT]:
+        """Append a step that suspends the run until ``signal`` (default: the step name) arrives.
+
+        The signal's payload becomes the step's output. With ``timeout`` (seconds or a
+        timedelta) the step fails with ``WaitTimeoutError`` if no signal came in time.
+        """
+        return self._add(
+            kind="wait",
+            name=name,
+            handler=_no_handler,
+            signal=signal or name,
+            wait_timeout=None if timeout is None else _seconds(timeout),
+        )
+
+    def sleep(self, name: str, duration: float | timedelta) -> WorkflowBuilder[InputT]:
+        """Append a durable timer: the run waits ``duration`` (seconds or a timedelta)."""
+        return self._add(kind="sleep", name=name, handler=_no_handler, duration=_seconds(duration))
+
+    def sleep_until(
+        self, name: str, until: Callable[[StepContext[InputT]], datetime]
+    ) -> WorkflowBuilder[InputT]:
+        """Append a durable timer that waits until ``until(ctx)`` (an aware datetime)."""
+        return self._add(kind="sleep", name=name, handler=_no_handler, until=until)
+
+    def deadline(self, seconds: float | timedelta) -> WorkflowBuilder[InputT]:
+        """Cancel runs still unfinished ``seconds`` after they were created (even suspended ones)."""
+        return attrs.evolve(self, deadline=_seconds(seconds))
+
+    def _add(self, *, name: str, handler: Any, **options: Any) -> WorkflowBuilder[InputT]:
         check_name(name, "step")
         if any(spec.name == name for spec in self._steps):
             raise DuplicateStepError(
                 f"workflow {self.name!r} already has a step named {name!r}; step names must be unique"
             )
-        spec = validate_step(
-            StepSpec(
-                name=name,
-                handler=handler,
-                kind=kind,
-                retries=retries,
-                timeout=None if timeout is None else float(timeout),
-                retry=retry,
-                when=when,
-                compensate=compensate,
-            )
-        )
+        if options.get("timeout") is not None:
+            options["timeout"] = float(options["timeout"])
+        spec = validate_step(StepSpec(name=name, handler=handler, **options))
         return attrs.evolve(self, steps=(*self._steps, spec))
 
     def build(self) -> Workflow[InputT]:
@@ -142,6 +176,7 @@ class WorkflowBuilder(Generic[InputT]):
             steps=self._steps,
             input_type=self._input_type,
             validators=self._validators,
+            deadline=self._deadline,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -157,3 +192,15 @@ def create_workflow(name: str) -> WorkflowBuilder[Any]:
     ('greet',)
     """
     return WorkflowBuilder(name=name)
+
+
+def _no_handler(ctx: Any) -> None:
+    """Wait and sleep steps have no code of their own."""
+
+
+def _seconds(value: float | timedelta) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidStepError(f"expected seconds (a number) or a timedelta, got {value!r}")
+    return float(value)

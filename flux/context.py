@@ -108,6 +108,13 @@ class RunData(dict[str, JSON]):
         self._removed = set()
         return changed, removed
 
+    def apply(self, changed: Mapping[str, JSON], removed: Iterable[str]) -> None:
+        """Apply recorded changes without tracking them as new ones."""
+        for key, value in changed.items():
+            dict.__setitem__(self, key, value)
+        for key in removed:
+            dict.pop(self, key, None)
+
     def load(self, values: Iterable[tuple[str, JSON]]) -> None:
         """Replace the contents without recording changes (used when a run is restored)."""
         super().clear()

@@ -73,6 +73,10 @@ class PlanMismatchError(RunError):
         self.differences = tuple(differences)
 
 
+class UnknownSignalError(RunError, ValueError):
+    """A signal names nothing the run will ever wait for."""
+
+
 class WorkflowNotRegisteredError(RunError):
     """A stored run names a workflow that this engine does not know."""
 
@@ -91,6 +95,10 @@ class StepError(FluxError):
 
 class StepTimeoutError(StepError, TimeoutError):
     """One attempt of a step ran longer than its ``timeout``."""
+
+
+class WaitTimeoutError(StepError, TimeoutError):
+    """A wait for a signal reached its ``timeout`` before the signal arrived."""
 
 
 class SerializationError(StepError, TypeError):

@@ -27,8 +27,9 @@ from flux.retry import RetryPolicy
 from flux.serde import InputCodec
 
 InputT = TypeVar("InputT")
-StepKind = Literal["step", "commit"]
+StepKind = Literal["step", "commit", "wait", "sleep"]
 
+_SHAPES = {"step": '["{}"]', "commit": '[["{}"]]', "wait": '{{{{"{}"}}}}', "sleep": '(["{}"])'}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,127}$")
 
 
@@ -58,6 +59,8 @@ class StepSpec:
     """One step of a plan.
 
     ``retries`` and ``timeout`` are None when the step leaves them to the engine's defaults.
+    Wait steps (``kind="wait"``) name their ``signal`` and ``wait_timeout``; sleep steps
+    (``kind="sleep"``) have a ``duration`` in seconds or an ``until(ctx) -> datetime``.
     """
 
     name: str
@@ -68,6 +71,10 @@ class StepSpec:
     retry: RetryPolicy | None = None
     when: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     compensate: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    signal: str | None = None
+    wait_timeout: float | None = None
+    duration: float | None = None
+    until: Callable[..., Any] | None = attrs.field(default=None, eq=False)
     is_async: bool = attrs.field(eq=False)
 
     @is_async.default
@@ -90,6 +97,9 @@ class StepSpec:
             "retry_policy": None if self.retry is None else self.retry.max_attempts,
             "conditional": self.when is not None,
             "compensate": None if self.compensate is None else _callable_name(self.compensate),
+            "signal": self.signal,
+            "wait_timeout": self.wait_timeout,
+            "duration": self.duration,
         }
 
 
@@ -110,6 +120,16 @@ def validate_step(spec: StepSpec) -> StepSpec:
         value = getattr(spec, option)
         if value is not None and not callable(value):
             raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
+    if spec.wait_timeout is not None and not spec.wait_timeout > 0:
+        raise InvalidStepError(
+            f"{where}: a wait timeout must be a positive number of seconds, got {spec.wait_timeout!r}"
+        )
+    if spec.duration is not None and not spec.duration >= 0:
+        raise InvalidStepError(f"{where}: a sleep duration must be >= 0 seconds, got {spec.duration!r}")
+    if spec.until is not None and not callable(spec.until):
+        raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
+    if spec.signal is not None:
+        check_name(spec.signal, "signal")
     if spec.commit and spec.compensate is not None:
         raise InvalidStepError(
             f"{where}: a commit step cannot take compensate=; commit steps are irreversible. "
@@ -133,6 +153,7 @@ class Workflow(Generic[InputT]):
     steps: tuple[StepSpec, ...]
     input_type: type[InputT] | None = None
     validators: tuple[Callable[[InputT], Any], ...] = attrs.field(default=(), eq=False)
+    deadline: float | None = None
     fingerprint: str = attrs.field(init=False)
     codec: InputCodec[InputT] = attrs.field(init=False, eq=False, repr=False)
     _index: Mapping[str, int] = attrs.field(init=False, eq=False, repr=False)
@@ -164,6 +185,16 @@ class Workflow(Generic[InputT]):
             )
         for spec in self.steps:
             validate_step(spec)
+        if self.deadline is not None and not self.deadline > 0:
+            raise InvalidStepError(
+                f"workflow {self.name!r}: deadline must be a positive number of seconds, "
+                f"got {self.deadline!r}"
+            )
+
+    @property
+    def signals(self) -> frozenset[str]:
+        """The signal names the plan's wait steps take."""
+        return frozenset(spec.signal for spec in self.steps if spec.signal is not None)
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -192,17 +223,22 @@ class Workflow(Generic[InputT]):
             "name": self.name,
             "fingerprint": self.fingerprint,
             "input": self.codec.type_name,
+            "deadline": self.deadline,
             "steps": [spec.describe() for spec in self.steps],
         }
 
     def to_mermaid(self) -> str:
-        """The plan as a Mermaid flowchart; commit steps are drawn as double boxes."""
+        """The plan as a Mermaid flowchart.
+
+        Commit steps are drawn as double boxes, waits for signals as hexagons, sleeps as
+        rounded boxes.
+        """
         lines = ["flowchart TD", "    start((start))"]
         previous = "start"
         for i, spec in enumerate(self.steps):
             node = f"s{i}"
             label = spec.name.replace('"', "'")
-            shape = f'[["{label}"]]' if spec.commit else f'["{label}"]'
+            shape = _SHAPES[spec.kind].format(label)
             lines.append(f"    {node}{shape}")
             edge = " -. when .-> " if spec.when is not None else " --> "
             lines.append(f"    {previous}{edge}{node}")

@@ -86,6 +86,8 @@ class StepRecord:
         data_set / data_unset: the top-level ``ctx.data`` keys this visit set or removed.
         condition: the recorded result of the step's ``when`` predicate (None: no predicate).
         actions: recorded results of ``ctx.action`` calls made inside the step, by action name.
+        wake_at: when a sleeping step, a waiting step's timeout or a stored retry delay is due.
+        waiting_for: the signal a suspended visit waits for.
     """
 
     seq: int
@@ -100,6 +102,8 @@ class StepRecord:
     data_unset: tuple[str, ...] = ()
     condition: bool | None = None
     actions: Mapping[str, JSON] = attrs.field(factory=dict)
+    wake_at: datetime | None = None
+    waiting_for: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -114,6 +118,10 @@ class RunRecord:
     """A stored run: its own fields plus its step visits in ``seq`` order.
 
     ``owner`` and ``lease_expires_at`` name the process driving the run while it is in flight.
+    ``wake_at`` is when a pending or suspended run is next due (a timer, a stored retry, a
+    signal that arrived, its deadline); ``deadline_at`` is when it is cancelled if unfinished;
+    ``cancel_requested`` (``{"reason": ..., "compensate": ...}``) is a cancellation asked for
+    while another process drives the run.
     """
 
     id: str
@@ -127,6 +135,9 @@ class RunRecord:
     error: ErrorInfo | None = None
     owner: str | None = None
     lease_expires_at: datetime | None = None
+    wake_at: datetime | None = None
+    deadline_at: datetime | None = None
+    cancel_requested: Mapping[str, JSON] | None = None
     steps: tuple[StepRecord, ...] = ()
 
     @property
@@ -180,6 +191,18 @@ def _statuses(value: StatusSpec | None) -> frozenset[RunStatus] | None:
     except ValueError:
         known = ", ".join(s.value for s in RunStatus)
         raise ValueError(f"unknown run status in {value!r}; use one of: {known}") from None
+
+
+@attrs.frozen(kw_only=True)
+class SignalRecord:
+    """A signal stored for a run; ``consumed_by`` is the seq of the step visit that took it."""
+
+    id: int
+    run_id: str
+    name: str
+    payload: JSON = None
+    created_at: datetime
+    consumed_by: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import enum
 import functools
 import inspect
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import attrs
 
 from flux.clock import Clock
 from flux.context import RunData, StepContext
-from flux.errors import LeaseLostError, StepTimeoutError
+from flux.errors import LeaseLostError, StepTimeoutError, WaitTimeoutError
 from flux.events import (
     Event,
     EventBus,
@@ -33,10 +34,13 @@ from flux.events import (
     StepRetry,
     StepSkip,
     StepStart,
+    StepSuspend,
+    WorkflowCancel,
     WorkflowComplete,
     WorkflowError,
     WorkflowResume,
     WorkflowStart,
+    WorkflowSuspend,
 )
 from flux.plan import StepSpec, Workflow, is_async_callable
 from flux.records import JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
@@ -45,8 +49,10 @@ from flux.retry import RetryPolicy
 from flux.serde import check_json
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
+from flux.waiting import WaitRequest
 
 _REPLAYABLE = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATED)
+_OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
 
 
 @attrs.define(kw_only=True)
@@ -61,6 +67,18 @@ class EngineContext:
     executor: Callable[[], Executor]
     owner: str
     lease: timedelta
+    durable_after: float
+    """Retry delays and sleeps longer than this many seconds suspend the run durably."""
+
+
+class Outcome(enum.Enum):
+    """How a step visit ended, when it did not fail."""
+
+    DONE = "done"
+    SUSPENDED = "suspended"
+
+
+DEADLINE_EXCEEDED = "deadline exceeded"
 
 
 class RunDriver:
@@ -86,6 +104,7 @@ class RunDriver:
         self._events: list[Event] = []
         self.recorded: dict[str, StepRecord] | None = None
         """On replay: the original run's latest visit of each step."""
+        self.cancel_request: dict[str, JSON] | None = None
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -114,7 +133,11 @@ class RunDriver:
         fields.update(changes)
         self.header = attrs.evolve(self.header, **fields)
         pending, self._pending = self._pending, {}
-        await self.env.storage.checkpoint(self.header, tuple(pending.values()))
+        try:
+            await self.env.storage.checkpoint(self.header, tuple(pending.values()))
+        except BaseException:
+            self._pending = {**pending, **self._pending}  # written again by the next checkpoint
+            raise
         events, self._events = self._events, []
         for event in events:
             await self.env.bus.emit(event)
@@ -139,11 +162,49 @@ class RunDriver:
     # --- the run --------------------------------------------------------------------------
 
     async def run(self, start: int, *, resumed_from: str | None = None) -> RunResult:
-        """Run plan steps from index ``start`` to the end (or the first failure)."""
+        """Run plan steps from index ``start`` until the run completes, fails or suspends.
+
+        A cancellation asked for through :meth:`request_cancel`, or the run's deadline, ends
+        the run ``cancelled``.
+        """
         if resumed_from is None:
             self._event(WorkflowStart)
         else:
             self._event(WorkflowResume, from_step=resumed_from)
+        deadline_at = self.header.deadline_at
+        if deadline_at is not None and deadline_at <= self.env.clock.now():
+            return await self._cancelled(DEADLINE_EXCEEDED, compensate=False)
+        remaining = None if deadline_at is None else (deadline_at - self.env.clock.now()).total_seconds()
+        deadline = self.env.clock.timeout(remaining)
+        try:
+            async with deadline:
+                return await self._advance(start)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return await self._cancelled(DEADLINE_EXCEEDED, compensate=False)
+        except asyncio.CancelledError:
+            request = self.cancel_request
+            task = asyncio.current_task()
+            if request is None or task is None:
+                raise
+            task.uncancel()
+            return await self._cancelled(
+                str(request.get("reason") or "cancelled"), bool(request.get("compensate"))
+            )
+
+    async def cancel_now(self) -> RunResult:
+        """Cancel a run this driver holds but is not running (suspended or pending)."""
+        request = self.cancel_request or {}
+        return await self._cancelled(
+            str(request.get("reason") or "cancelled"), bool(request.get("compensate"))
+        )
+
+    def request_cancel(self, reason: str | None, compensate: bool) -> None:
+        """Mark the run for cancellation; the caller then cancels the driving task."""
+        self.cancel_request = {"reason": reason or "cancelled", "compensate": compensate}
+
+    async def _advance(self, start: int) -> RunResult:
         if self.header.status == RunStatus.ROLLING_BACK and self.header.error is not None:
             return await self._rollback(self.header.error)
         steps = self.workflow.steps
@@ -156,9 +217,11 @@ class RunDriver:
                     self._reapply(prior)
                     continue
                 record = attrs.evolve(record, condition=prior.condition)
-            failed = await self._run_step(spec, record)
-            if failed is not None:
-                return await self._fail(failed)
+            outcome = await self._run_step(spec, record)
+            if outcome is Outcome.SUSPENDED:
+                return self.result()
+            if isinstance(outcome, StepRecord):
+                return await self._fail(outcome)
         return await self._finish(RunStatus.COMPLETED)
 
     def _reapply(self, prior: StepRecord) -> None:
@@ -173,16 +236,16 @@ class RunDriver:
             self.outputs[prior.step] = prior.output
 
     def _record_for(self, index: int) -> StepRecord:
-        """The in-flight record of step ``index`` if the run stopped inside it, else a new visit."""
+        """The open record of step ``index`` if the run stopped inside it, else a new visit."""
         name = self.workflow.steps[index].name
         if self.records:
             last = self.records[-1]
-            if last.step == name and last.status == StepStatus.RUNNING:
+            if last.step == name and last.status in _OPEN:
                 return last
         return StepRecord(seq=len(self.records), step=name, status=StepStatus.PENDING)
 
-    async def _run_step(self, spec: StepSpec, record: StepRecord) -> StepRecord | None:
-        """Run one step visit with its retries; returns its failed record, or None on success."""
+    async def _run_step(self, spec: StepSpec, record: StepRecord) -> Outcome | StepRecord:
+        """Run one step visit with its retries; returns its failed record on failure."""
         clock = self.env.clock
         started = record.started_at or clock.now()
         condition = record.condition
@@ -206,11 +269,20 @@ class RunDriver:
                     )
                 )
                 self._event(StepSkip, step=spec.name, attempt=0)
-                return None
+                return Outcome.DONE
+            record = attrs.evolve(record, condition=True)
+        if spec.kind in ("sleep", "wait") or record.waiting_for is not None:
+            return await self._pause(spec, record, started)
+        if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > clock.now():
+            return await self._suspend(record, "retry delay")
         policy = self.env.policies(spec)
         timeout = spec.timeout or self.env.default_timeout
-        first = record.attempts
-        attempt = first
+        # A visit interrupted mid-attempt (a crash) runs that attempt again.
+        attempt = (
+            record.attempts - 1
+            if record.status == StepStatus.RUNNING and record.attempts
+            else record.attempts
+        )
         actions = dict(record.actions)
         while True:
             attempt += 1
@@ -225,10 +297,20 @@ class RunDriver:
             )
             self._put(record)
             self._event(StepStart, step=spec.name, attempt=attempt)
-            await self._flush(status=RunStatus.RUNNING)
+            await self._flush(status=RunStatus.RUNNING, wake_at=None)
             context = self._context(spec, record, attempt, actions)
             try:
                 output = await self._call(spec.handler, context, timeout, spec.is_async)
+                if isinstance(output, WaitRequest):
+                    changed, removed = self.data.take_changes()
+                    waiting = attrs.evolve(
+                        record,
+                        waiting_for=output.signal,
+                        wake_at=_after(clock.now(), output.timeout),
+                        data_set=changed,
+                        data_unset=removed,
+                    )
+                    return await self._pause(spec, waiting, started)
                 check_json(output, f"the output of step {spec.name!r}", step=spec.name)
                 data_set, data_unset = self.data.take_changes()
                 for key, value in data_set.items():
@@ -237,36 +319,137 @@ class RunDriver:
                 raise
             except Exception as exc:
                 error = ErrorInfo.from_exception(exc, step=spec.name, attempt=attempt)
-                if not policy.should_retry(exc, attempt - first):
+                if not policy.should_retry(exc, attempt):
                     return self._failed(spec, record, started, error)
-                delay = policy.delay_after(exc, attempt - first)
-                self._put(attrs.evolve(record, error=error))
+                delay = policy.delay_after(exc, attempt)
                 self._event(StepRetry, step=spec.name, attempt=attempt, error=error, delay=delay)
+                if delay > self.env.durable_after:
+                    wake = clock.now() + timedelta(seconds=delay)
+                    retry = attrs.evolve(record, status=StepStatus.SUSPENDED, error=error, wake_at=wake)
+                    self._put(retry)
+                    return await self._suspend(retry, f"retry in {delay:g}s")
+                self._put(attrs.evolve(record, error=error))
                 await self._flush()
                 await clock.sleep(delay)
                 continue
-            now = clock.now()
-            self._put(
-                StepRecord(
-                    seq=record.seq,
-                    step=spec.name,
-                    status=StepStatus.COMPLETED,
-                    attempts=attempt,
-                    started_at=started,
-                    finished_at=now,
-                    output=output,
-                    data_set=data_set,
-                    data_unset=data_unset,
-                    condition=condition,
-                    actions=actions,
-                )
+            return self._complete(spec, record, output, data_set, data_unset)
+
+    def _complete(
+        self,
+        spec: StepSpec,
+        record: StepRecord,
+        output: JSON,
+        data_set: dict[str, JSON] | None = None,
+        data_unset: tuple[str, ...] = (),
+    ) -> Outcome:
+        now = self.env.clock.now()
+        started = record.started_at or now
+        if data_set is None:  # a wait's handler may have changed data before it suspended
+            data_set, data_unset = dict(record.data_set), record.data_unset
+            self.data.apply(data_set, data_unset)
+        self._put(
+            StepRecord(
+                seq=record.seq,
+                step=spec.name,
+                status=StepStatus.COMPLETED,
+                attempts=record.attempts,
+                started_at=started,
+                finished_at=now,
+                output=output,
+                data_set=data_set,
+                data_unset=data_unset,
+                condition=record.condition,
+                actions=record.actions,
             )
-            if output is not None:
-                self.outputs[spec.name] = output
-            if self.env.bus.wants(StepComplete.name):
-                duration = (now - started).total_seconds()
-                self._event(StepComplete, step=spec.name, attempt=attempt, duration=duration, output=output)
-            return None
+        )
+        if output is not None:
+            self.outputs[spec.name] = output
+        if self.env.bus.wants(StepComplete.name):
+            duration = (now - started).total_seconds()
+            self._event(
+                StepComplete, step=spec.name, attempt=record.attempts, duration=duration, output=output
+            )
+        return Outcome.DONE
+
+    # --- waiting --------------------------------------------------------------------------
+
+    async def _pause(self, spec: StepSpec, record: StepRecord, started: datetime) -> Outcome | StepRecord:
+        """Sleep and wait steps, and handlers that returned ``flux.wait``."""
+        now = self.env.clock.now()
+        if record.status == StepStatus.PENDING:
+            record = attrs.evolve(record, status=StepStatus.RUNNING, attempts=1, started_at=started)
+            self._event(StepStart, step=spec.name, attempt=1)
+        if record.waiting_for is None and spec.kind == "wait":
+            record = attrs.evolve(record, waiting_for=spec.signal, wake_at=_after(now, spec.wait_timeout))
+        if record.waiting_for is not None:
+            return await self._wait(spec, record)
+        if record.wake_at is None:
+            try:
+                record = attrs.evolve(record, wake_at=await self._due_time(spec, record, now))
+            except Exception as exc:
+                return self._failed(spec, record, started, ErrorInfo.from_exception(exc, step=spec.name))
+        assert record.wake_at is not None
+        remaining = (record.wake_at - now).total_seconds()
+        if remaining > self.env.durable_after:
+            return await self._suspend(attrs.evolve(record, status=StepStatus.SUSPENDED), "sleeping")
+        if remaining > 0:
+            self._put(record)
+            await self._flush(status=RunStatus.RUNNING, wake_at=None)
+            await self.env.clock.sleep(remaining)
+        return self._complete(spec, record, None)
+
+    async def _due_time(self, spec: StepSpec, record: StepRecord, now: datetime) -> datetime:
+        if spec.until is None:
+            return now + timedelta(seconds=spec.duration or 0.0)
+        due = await _maybe_await(spec.until(self._context(spec, record, 1)))
+        if not isinstance(due, datetime) or due.tzinfo is None:
+            raise TypeError(
+                f"sleep_until of step {spec.name!r} must return a timezone-aware datetime "
+                f"(e.g. datetime(..., tzinfo=UTC)), got {due!r}"
+            )
+        return due
+
+    async def _wait(self, spec: StepSpec, record: StepRecord) -> Outcome | StepRecord:
+        storage, run_id, signal = self.env.storage, self.header.id, record.waiting_for
+        assert signal is not None
+        taken = await storage.take_signal(run_id, signal, record.seq)
+        if taken is not None:
+            return self._complete(spec, record, taken.payload)
+        now = self.env.clock.now()
+        if record.wake_at is not None and record.wake_at <= now:
+            error = WaitTimeoutError(
+                f"step {spec.name!r} waited for signal {signal!r} until {record.wake_at.isoformat()} "
+                "and none came; send it sooner or raise the wait's timeout",
+                step=spec.name,
+                attempt=record.attempts,
+            )
+            return self._failed(
+                spec, record, record.started_at or now, ErrorInfo.from_exception(error, step=spec.name)
+            )
+        waiting = attrs.evolve(record, status=StepStatus.SUSPENDED)
+        await self._suspend(waiting, f"waiting for signal {signal!r}")
+        # A signal stored while the run was still marked running did not wake it: look again.
+        taken = await storage.take_signal(run_id, signal, record.seq)
+        if taken is None:
+            return Outcome.SUSPENDED
+        lease_until = self.env.clock.now() + self.env.lease
+        claimed = await storage.claim(run_id, self.env.owner, lease_until, now=self.env.clock.now())
+        if claimed is None:
+            return Outcome.SUSPENDED  # another process resumed it and will take the same signal
+        self.header = attrs.evolve(claimed, steps=())
+        self._event(WorkflowResume, from_step=spec.name)
+        return self._complete(spec, waiting, taken.payload)
+
+    async def _suspend(self, record: StepRecord, reason: str) -> Outcome:
+        """Store the run as suspended, holding no lease, due at the record's wake time."""
+        self._put(record)
+        self._event(StepSuspend, step=record.step, attempt=record.attempts, reason=reason)
+        self._event(WorkflowSuspend, step=record.step, reason=reason)
+        wake, deadline = record.wake_at, self.header.deadline_at
+        if deadline is not None:
+            wake = deadline if wake is None else min(wake, deadline)
+        await self._flush(status=RunStatus.SUSPENDED, wake_at=wake, lease_expires_at=None)
+        return Outcome.SUSPENDED
 
     def _failed(self, spec: StepSpec, record: StepRecord, started: datetime, error: ErrorInfo) -> StepRecord:
         now = self.env.clock.now()
@@ -330,9 +513,22 @@ class RunDriver:
     async def _fail(self, failed: StepRecord) -> RunResult:
         error = failed.error
         assert error is not None
-        to_undo = self._compensable()
+        return await self._undo_or_finish(error, RunStatus.FAILED, compensate=True)
+
+    async def _cancelled(self, reason: str, compensate: bool) -> RunResult:
+        """End the run ``cancelled``: the open step visit fails, compensation if asked for."""
+        error = ErrorInfo(type="Cancelled", message=reason)
+        if self.records and self.records[-1].status in _OPEN:
+            last = self.records[-1]
+            self._put(
+                attrs.evolve(last, status=StepStatus.FAILED, error=error, finished_at=self.env.clock.now())
+            )
+        return await self._undo_or_finish(error, RunStatus.CANCELLED, compensate=compensate)
+
+    async def _undo_or_finish(self, error: ErrorInfo, status: RunStatus, compensate: bool) -> RunResult:
+        to_undo = self._compensable() if compensate else []
         if not to_undo:
-            return await self._finish(RunStatus.FAILED, error=error)
+            return await self._finish(status, error=error)
         self._event(RollbackStart, steps=tuple(r.step for r in to_undo), error=error)
         await self._flush(status=RunStatus.ROLLING_BACK, error=error)
         return await self._rollback(error)
@@ -348,6 +544,7 @@ class RunDriver:
         ]
 
     async def _rollback(self, error: ErrorInfo) -> RunResult:
+        """Compensate newest first; ends ``rolled_back`` (``cancelled`` after a cancellation)."""
         for record in self._compensable():
             spec = self.workflow.steps[self.workflow.index_of(record.step)]
             self._put(attrs.evolve(record, status=StepStatus.COMPENSATING))
@@ -365,7 +562,8 @@ class RunDriver:
             self._put(attrs.evolve(record, status=StepStatus.COMPENSATED))
             self._event(StepCompensate, step=spec.name, attempt=record.attempts)
         self._event(RollbackComplete, succeeded=True)
-        return await self._finish(RunStatus.ROLLED_BACK, error=error)
+        final = RunStatus.CANCELLED if error.type == "Cancelled" else RunStatus.ROLLED_BACK
+        return await self._finish(final, error=error)
 
     async def _compensate(self, spec: StepSpec, record: StepRecord) -> None:
         assert spec.compensate is not None
@@ -389,10 +587,16 @@ class RunDriver:
         duration = (now - self.header.created_at).total_seconds()
         if status == RunStatus.COMPLETED:
             self._event(WorkflowComplete, duration=duration, outputs=dict(self.outputs))
+        elif status == RunStatus.CANCELLED:
+            self._event(WorkflowCancel, reason=error.message if error else None)
         else:
             self._event(WorkflowError, status=status.value, error=error, duration=duration)
-        await self._flush(status=status, finished_at=now, error=error, lease_expires_at=None)
+        await self._flush(status=status, finished_at=now, error=error, lease_expires_at=None, wake_at=None)
         return self.result()
+
+
+def _after(now: datetime, seconds: float | None) -> datetime | None:
+    return None if seconds is None else now + timedelta(seconds=seconds)
 
 
 async def _maybe_await(value: Any) -> Any:

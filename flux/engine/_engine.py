@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
 
@@ -18,8 +19,14 @@ from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import new_owner_id, owner_is_dead
-from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point
-from flux.errors import InvalidInputError, InvalidRunStateError, RunNotFoundError
+from flux.engine._plans import WorkflowRegistry, latest_visits, open_signals, resume_point
+from flux.errors import (
+    InvalidInputError,
+    InvalidRunStateError,
+    RunError,
+    RunNotFoundError,
+    UnknownSignalError,
+)
 from flux.events import (
     Event,
     EventBus,
@@ -42,17 +49,22 @@ from flux.events import (
     WorkflowSuspend,
 )
 from flux.plan import StepSpec, Workflow
-from flux.records import RunFilter, RunRecord
+from flux.records import RunFilter, RunRecord, SignalRecord
 from flux.result import RunResult
 from flux.retry import RetryPolicy
+from flux.serde import check_json
 from flux.status import RunStatus
 from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
+
+if TYPE_CHECKING:
+    from flux.worker import Worker
 
 logger = logging.getLogger("flux.engine")
 
 InputT = TypeVar("InputT")
 WorkflowLike = Workflow[InputT] | WorkflowBuilder[InputT]
+DEFAULT_IDEMPOTENCY_TTL = timedelta(hours=24)
 _RECOVERABLE = (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.ROLLING_BACK)
 
 
@@ -68,6 +80,9 @@ class FluxEngine:
         clock: the time source (``flux.testing.FakeClock`` in tests).
         workflows: workflows to register, so runs stored by other processes can be resumed.
         lease: seconds a run's claim lasts without a checkpoint or heartbeat.
+        durable_after: retry delays and sleeps longer than this many seconds are stored as due
+            times (the run suspends and a worker wakes it) instead of waiting in memory.
+        poll_interval: seconds between looks at storage for work from other processes.
 
     Use it as ``async with FluxEngine(...) as engine:`` so storage is opened and closed.
     """
@@ -83,6 +98,8 @@ class FluxEngine:
         clock: Clock | None = None,
         workflows: Iterable[Workflow[Any] | WorkflowBuilder[Any]] = (),
         lease: float = 30.0,
+        durable_after: float = 5.0,
+        poll_interval: float = 0.25,
     ) -> None:
         if default_retries < 0:
             raise ValueError(f"default_retries must be >= 0, got {default_retries}")
@@ -101,6 +118,10 @@ class FluxEngine:
         self._executor: ThreadPoolExecutor | None = None
         self._started = False
         self._active: dict[str, RunDriver] = {}
+        self._tasks: dict[str, asyncio.Task[RunResult]] = {}
+        self._finished: dict[str, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self.poll_interval = poll_interval
         self._heartbeat: asyncio.Task[None] | None = None
         self._env = EngineContext(
             storage=self.storage,
@@ -111,7 +132,11 @@ class FluxEngine:
             executor=self._get_executor,
             owner=self.owner,
             lease=timedelta(seconds=lease),
+            durable_after=durable_after,
         )
+        subscribe = getattr(self.clock, "subscribe", None)
+        if callable(subscribe):  # a FakeClock wakes workers when the test moves time
+            subscribe(self.notify)
         for name, fn in (on or {}).items():
             self.on(name, fn)
         for workflow in workflows:
@@ -224,16 +249,62 @@ class FluxEngine:
         input: InputT | Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
+        deadline: float | timedelta | None = None,
     ) -> RunResult:
-        """Run ``workflow`` on ``input`` to its end and return the result.
+        """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
 
         A failing step does not raise: the result's ``status`` and ``error`` say what happened.
+        With ``idempotency_key``, a key already used for this workflow within
+        ``idempotency_ttl`` returns that run (``result.created`` is False) instead of a new one.
+        ``deadline`` (seconds, default the workflow's ``.deadline``) cancels the run if it is
+        not finished by then.
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators
                 (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
         """
+        plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header.id)
+        if existing is not None:
+            return RunResult.from_record(await self._load(existing), created=False)
+        return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
+
+    async def start(
+        self,
+        workflow: WorkflowLike[InputT],
+        input: InputT | Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
+        deadline: float | timedelta | None = None,
+    ) -> str:
+        """Store a new ``pending`` run for a worker to drive, and return its id at once.
+
+        Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
+        existing run's id. Wait for the end with :meth:`wait_result`.
+        """
+        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header.id)
+        if existing is not None:
+            return existing
+        await self.storage.save(
+            attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
+        )
+        self.notify()
+        return header.id
+
+    async def _new_run(
+        self,
+        workflow: WorkflowLike[Any],
+        input: Any,
+        run_id: str | None,
+        deadline: float | timedelta | None,
+        status: RunStatus,
+    ) -> tuple[Workflow[Any], Any, RunRecord]:
         await self.start_engine()
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
@@ -245,32 +316,70 @@ class FluxEngine:
                 run_id=run_id,
             )
         now = self.clock.now()
+        seconds = _seconds(deadline) if deadline is not None else plan.deadline
         header = RunRecord(
             id=run_id or uuid.uuid4().hex,
             workflow=plan.name,
             fingerprint=plan.fingerprint,
-            status=RunStatus.RUNNING,
+            status=status,
             input=raw,
             created_at=now,
             updated_at=now,
             owner=self.owner,
             lease_expires_at=now + self._env.lease,
+            deadline_at=None if seconds is None else now + timedelta(seconds=seconds),
         )
-        return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
+        return plan, typed, header
 
-    async def _drive(
-        self,
-        driver: RunDriver,
-        start: int,
-        resumed_from: str | None = None,
-    ) -> RunResult:
+    async def _reserve(
+        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, run_id: str
+    ) -> str | None:
+        if key is None:
+            return None
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
+        now = self.clock.now()
+        expires = now + timedelta(seconds=_seconds(ttl))
+        return await self.storage.reserve_key(plan.name, key, run_id, expires, now)
+
+    async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
+        task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
         self._active[run_id] = driver
+        self._tasks[run_id] = task
         self._ensure_heartbeat()
         try:
-            return await driver.run(start, resumed_from=resumed_from)
+            result = await task
         finally:
             self._active.pop(run_id, None)
+            self._tasks.pop(run_id, None)
+        if result.status.finished:
+            done = self._finished.pop(run_id, None)
+            if done is not None:
+                done.set()
+        self.notify()
+        return result
+
+    def notify(self) -> None:
+        """Wake this engine's workers: new work may be due (called on start, signal, time moves)."""
+        self._wake.set()
+
+    async def wait_result(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """Wait until the run has finished (completed, failed, rolled back or cancelled).
+
+        Runs driven in this process are noticed at once; runs driven elsewhere within
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
+        :class:`RunNotFoundError` for an unknown id.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                run = await self._load(run_id)
+                if run.status.finished:
+                    return RunResult.from_record(run)
+                done = self._finished.setdefault(run_id, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await done.wait()
 
     async def get(self, run_id: str) -> RunResult:
         """The stored state of a run. Raises :class:`RunNotFoundError` for an unknown id."""
@@ -408,11 +517,120 @@ class FluxEngine:
         if run.status == RunStatus.ROLLING_BACK and start is None:
             header, start = run, len(plan.steps)  # the driver finishes the rollback
         else:
-            header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None)
+            header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
             start = resume_point(plan, run.steps) if start is None else start
         driver = RunDriver(self._env, plan, header, list(run.steps), plan.codec.restore(run.input))
         from_step = plan.steps[start].name if start < len(plan.steps) else ""
-        return await self._drive(driver, start, resumed_from=from_step)
+        fresh = run.status == RunStatus.PENDING and not run.steps
+        return await self._drive(driver, start, resumed_from=None if fresh else from_step)
+
+    # --- waiting and control --------------------------------------------------------------
+
+    async def signal(self, run_id: str, signal: str, payload: Any = None) -> SignalRecord:
+        """Deliver ``signal`` with ``payload`` (JSON) to a run, durably.
+
+        A signal that arrives before its wait is kept and taken when the wait is reached; the
+        payload becomes the waiting step's output. A suspended run waiting for it becomes due
+        at once (a worker resumes it).
+
+        Raises:
+            RunNotFoundError: unknown run.
+            InvalidRunStateError: the run has finished or was cancelled.
+            UnknownSignalError: no wait of the run will take ``signal`` (the message lists
+                the names it can take), or every such wait already has a signal waiting.
+            SerializationError: ``payload`` is not JSON.
+        """
+        run = await self._load(run_id)
+        if run.status.finished:
+            raise InvalidRunStateError(
+                f"run {run_id} is {run.status.value}; signals can only go to unfinished runs", run_id=run_id
+            )
+        check_json(payload, f"the payload of signal {signal!r}")
+        try:
+            plan: Workflow[Any] | None = self._registry.for_run(run)
+        except RunError:
+            plan = None  # not known here: the names cannot be checked
+        if plan is not None:
+            open_waits = open_signals(plan, run.steps)
+            if signal not in open_waits:
+                names = ", ".join(sorted(open_waits)) or "none (it waits for nothing more)"
+                raise UnknownSignalError(
+                    f"run {run_id} will never wait for signal {signal!r}; it can take: {names}", run_id=run_id
+                )
+            queued = [
+                s
+                for s in await self.storage.list_signals(run_id)
+                if s.name == signal and s.consumed_by is None
+            ]
+            if len(queued) >= open_waits[signal]:
+                raise UnknownSignalError(
+                    f"run {run_id} already holds a signal {signal!r} for each wait that will take one; "
+                    "a duplicate would never be consumed",
+                    run_id=run_id,
+                )
+        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
+        if stored is None:
+            raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
+        if self._bus.wants(SignalReceived.name):
+            await self._bus.emit(
+                SignalReceived(
+                    run_id=run_id,
+                    workflow=run.workflow,
+                    timestamp=self.clock.now(),
+                    signal=signal,
+                    payload=payload,
+                )
+            )
+        self.notify()
+        return stored
+
+    async def cancel(self, run_id: str, reason: str | None = None, *, compensate: bool = False) -> RunResult:
+        """Cancel a run.
+
+        A run driven here has its running step cancelled (an async step is interrupted; a sync
+        step's thread is abandoned); a suspended or pending run is marked cancelled; a run
+        driven by another process is asked to stop (it notices within a poll interval); a
+        finished run is left alone and its result returned as it is. With ``compensate=True``
+        completed steps are compensated first. ``workflow_cancel`` is emitted.
+        """
+        driver, task = self._active.get(run_id), self._tasks.get(run_id)
+        if driver is not None and task is not None:
+            driver.request_cancel(reason, compensate)
+            task.cancel()
+            return await asyncio.shield(task)
+        run = await self._load(run_id)
+        if run.status.finished:
+            return RunResult.from_record(run)
+        claimed = await self._claim(run)
+        if claimed is None:
+            await self.storage.request_cancel(
+                run_id, {"reason": reason or "cancelled", "compensate": compensate}
+            )
+            return RunResult.from_record(run)
+        plan = self._registry.for_run(claimed)
+        driver = RunDriver(self._env, plan, claimed, list(claimed.steps), plan.codec.restore(claimed.input))
+        driver.request_cancel(reason, compensate)
+        return await driver.cancel_now()
+
+    async def check_cancel_requests(self) -> int:
+        """Cancel the runs driven here that another process asked to cancel; returns how many."""
+        if not self._active:
+            return 0
+        count = 0
+        for run in await self.storage.cancel_requests(self.owner):
+            driver, task = self._active.get(run.id), self._tasks.get(run.id)
+            request = run.cancel_requested or {}
+            if driver is not None and task is not None and driver.cancel_request is None:
+                driver.request_cancel(request.get("reason"), bool(request.get("compensate")))
+                task.cancel()
+                count += 1
+        return count
+
+    def worker(self, *, concurrency: int = 10, grace_period: float = 30.0) -> Worker:
+        """A :class:`Worker` driving this engine's pending, due and orphaned runs."""
+        from flux.worker import Worker
+
+        return Worker(self, concurrency=concurrency, grace_period=grace_period)
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -425,6 +643,7 @@ class FluxEngine:
             if self._active:
                 try:
                     await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
+                    await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")
 
@@ -451,3 +670,10 @@ def _check_validators(plan: Workflow[Any], typed: Any) -> None:
                 f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
                 f"for {typed!r}"
             )
+
+
+def _seconds(value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise ValueError(f"expected a positive duration in seconds, got {value!r}")
+    return seconds

@@ -94,3 +94,25 @@ def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     if not found:
         found.append(f"the plan's steps are now {list(planned)} (kinds or order changed)")
     return found
+
+
+def open_signals(workflow: Workflow[Any] | None, records: Sequence[StepRecord]) -> dict[str, int]:
+    """How many waits of the run may still take each signal name.
+
+    Counts the wait steps whose latest visit is not completed, and any open visit waiting on a
+    signal chosen by its handler (``flux.wait``).
+    """
+    latest = latest_visits(records)
+    counts: dict[str, int] = {}
+    dynamic = {r.step for r in latest.values() if r.waiting_for and r.status not in _DONE}
+    for spec in workflow.steps if workflow is not None else ():
+        visit = latest.get(spec.name)
+        if spec.signal is not None and (visit is None or visit.status not in _DONE):
+            counts[spec.signal] = counts.get(spec.signal, 0) + 1
+    for name in dynamic:
+        signal = latest[name].waiting_for
+        if signal is not None and (
+            workflow is None or workflow.steps[workflow.index_of(name)].signal != signal
+        ):
+            counts[signal] = counts.get(signal, 0) + 1
+    return counts

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import builtins
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import attrs
 
 from flux.errors import LeaseLostError
-from flux.records import RunFilter, RunRecord, StepRecord
+from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import copy_json
 from flux.status import RunStatus
 from flux.storage._common import finished_statuses, paginate
@@ -28,7 +28,13 @@ def _copy_step(record: StepRecord) -> StepRecord:
 
 
 def _copy_header(run: RunRecord) -> RunRecord:
-    return attrs.evolve(run, input=copy_json(run.input), steps=())
+    cancel = run.cancel_requested
+    return attrs.evolve(
+        run,
+        input=copy_json(run.input),
+        steps=(),
+        cancel_requested=None if cancel is None else copy_json(dict(cancel)),
+    )
 
 
 class _Entry:
@@ -51,6 +57,9 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._runs: dict[str, _Entry] = {}
         self._order = itertools.count()
+        self._signals: dict[str, builtins.list[SignalRecord]] = {}
+        self._signal_ids = itertools.count(1)
+        self._keys: dict[tuple[str, str], tuple[str, datetime]] = {}
 
     async def init(self) -> None:
         """Nothing to prepare."""
@@ -77,6 +86,7 @@ class MemoryStorage:
         return [self._assemble(e) for e in paginate(entries, filter)]
 
     async def delete(self, run_id: str) -> bool:
+        self._signals.pop(run_id, None)
         return self._runs.pop(run_id, None) is not None
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
@@ -89,7 +99,11 @@ class MemoryStorage:
                     f"run {run.id} is now owned by {entry.run.owner}, not {run.owner}",
                     run_id=run.id,
                 )
-            entry.run = attrs.evolve(_copy_header(run), created_at=entry.run.created_at)
+            entry.run = attrs.evolve(
+                _copy_header(run),
+                created_at=entry.run.created_at,
+                cancel_requested=entry.run.cancel_requested,
+            )
         for record in steps:
             entry.steps[record.seq] = _copy_step(record)
 
@@ -101,7 +115,7 @@ class MemoryStorage:
             if e.run.status in statuses and (e.run.finished_at or e.run.updated_at) < older_than
         ]
         for run_id in doomed:
-            del self._runs[run_id]
+            await self.delete(run_id)
         return len(doomed)
 
     async def claim(
@@ -135,6 +149,89 @@ class MemoryStorage:
         entry = self._runs.get(run_id)
         if entry is not None and entry.run.owner == owner:
             entry.run = attrs.evolve(entry.run, owner=None, lease_expires_at=None)
+
+    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+        entry = self._runs.get(run_id)
+        if entry is None or entry.run.status.finished:
+            return None
+        signal = SignalRecord(
+            id=next(self._signal_ids),
+            run_id=run_id,
+            name=name,
+            payload=copy_json(payload),
+            created_at=at,
+        )
+        self._signals.setdefault(run_id, []).append(signal)
+        if entry.run.status == RunStatus.SUSPENDED:
+            entry.run = attrs.evolve(entry.run, wake_at=at)
+        return attrs.evolve(signal, payload=copy_json(payload))
+
+    async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
+        signals = self._signals.get(run_id, [])
+        for signal in signals:
+            if signal.name == name and signal.consumed_by == seq:
+                return attrs.evolve(signal, payload=copy_json(signal.payload))
+        for index, signal in enumerate(signals):
+            if signal.name == name and signal.consumed_by is None:
+                signals[index] = attrs.evolve(signal, consumed_by=seq)
+                return attrs.evolve(signals[index], payload=copy_json(signal.payload))
+        return None
+
+    async def list_signals(self, run_id: str) -> builtins.list[SignalRecord]:
+        return [
+            attrs.evolve(signal, payload=copy_json(signal.payload))
+            for signal in self._signals.get(run_id, [])
+        ]
+
+    async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
+        waiting = (RunStatus.PENDING, RunStatus.SUSPENDED)
+        runs = [
+            e.run
+            for e in self._runs.values()
+            if e.run.status in waiting and e.run.wake_at is not None and e.run.wake_at <= now
+        ]
+        runs.sort(key=lambda run: run.wake_at or now)
+        return [_copy_header(run) for run in runs[:limit]]
+
+    async def next_wake(self) -> datetime | None:
+        waiting = (RunStatus.PENDING, RunStatus.SUSPENDED)
+        times = [e.run.wake_at for e in self._runs.values() if e.run.status in waiting and e.run.wake_at]
+        return min(times, default=None)
+
+    async def orphans(self, now: datetime, host: str, limit: int) -> builtins.list[RunRecord]:
+        flying = (RunStatus.RUNNING, RunStatus.ROLLING_BACK)
+        found = []
+        for entry in self._runs.values():
+            run = entry.run
+            if run.status not in flying:
+                continue
+            expires = run.lease_expires_at
+            if run.owner is None or expires is None or expires < now or run.owner.startswith(host + "/"):
+                found.append(_copy_header(run))
+        return found[:limit]
+
+    async def request_cancel(self, run_id: str, request: Mapping[str, JSON]) -> bool:
+        entry = self._runs.get(run_id)
+        if entry is None or entry.run.status.finished:
+            return False
+        entry.run = attrs.evolve(entry.run, cancel_requested=copy_json(dict(request)))
+        return True
+
+    async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
+        return [
+            _copy_header(e.run)
+            for e in self._runs.values()
+            if e.run.owner == owner and e.run.cancel_requested and not e.run.status.finished
+        ]
+
+    async def reserve_key(
+        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
+    ) -> str | None:
+        bound = self._keys.get((workflow, key))
+        if bound is not None and bound[1] > now and bound[0] in self._runs:
+            return bound[0]
+        self._keys[(workflow, key)] = (run_id, expires_at)
+        return None
 
     def _assemble(self, entry: _Entry) -> RunRecord:
         steps = tuple(_copy_step(entry.steps[seq]) for seq in sorted(entry.steps))

@@ -7,11 +7,12 @@ against this contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import builtins
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from flux.records import RunFilter, RunRecord, StepRecord
+from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 
 
@@ -48,7 +49,10 @@ class Storage(Protocol):
         ...
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
-        """Atomically write ``run``'s own fields (not ``run.steps``) and upsert ``steps`` by seq.
+        """Atomically write ``run``'s own fields and upsert ``steps`` by seq.
+
+        Not written: ``run.steps``, ``created_at`` (set once) and ``cancel_requested`` (only
+        ``request_cancel`` sets it; it is kept).
 
         Raises:
             LeaseLostError: ``run.owner`` is set and the stored run is owned by someone else.
@@ -81,4 +85,49 @@ class Storage(Protocol):
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
+        ...
+
+    # --- waiting and workers -------------------------------------------------------------
+
+    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+        """Store a signal for an unfinished run; a suspended run becomes due at ``at``, in the
+        same transaction. Returns None (storing nothing) when the run is unknown or finished."""
+        ...
+
+    async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
+        """The signal that step visit ``seq`` already took, else the oldest untaken signal
+        called ``name``, now marked as taken by ``seq``; None when there is none. Idempotent."""
+        ...
+
+    async def list_signals(self, run_id: str) -> builtins.list[SignalRecord]:
+        """Every signal stored for a run, oldest first."""
+        ...
+
+    async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
+        """Pending and suspended runs whose ``wake_at`` is at or before ``now``, earliest first,
+        without step records."""
+        ...
+
+    async def next_wake(self) -> datetime | None:
+        """The earliest ``wake_at`` of any pending or suspended run."""
+        ...
+
+    async def orphans(self, now: datetime, host: str, limit: int) -> builtins.list[RunRecord]:
+        """Running or rolling-back runs that may have lost their driver: no owner or lease, an
+        expired lease, or an owner on ``host`` (whose liveness the caller checks); no steps."""
+        ...
+
+    async def request_cancel(self, run_id: str, request: Mapping[str, JSON]) -> bool:
+        """Ask the process driving an unfinished run to cancel it; False if finished or unknown."""
+        ...
+
+    async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
+        """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
+        ...
+
+    async def reserve_key(
+        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
+    ) -> str | None:
+        """Bind an idempotency key of ``workflow`` to ``run_id`` until ``expires_at``, unless it
+        is bound to a stored run and has not expired: then return that run's id."""
         ...

@@ -35,6 +35,7 @@ class FakeClock:
         self._ids = itertools.count()
         self._cancelled: set[int] = set()
         self._changed = asyncio.Event()
+        self._listeners: list[Callable[[], object]] = []
         self.slept: list[float] = []
         """Every duration passed to ``sleep``, in order (retry delays show up here)."""
 
@@ -58,6 +59,10 @@ class FakeClock:
 
     def timeout(self, seconds: float | None) -> Deadline:
         return _FakeDeadline(self, seconds)
+
+    def subscribe(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` each time the clock moves (engines use it to wake workers)."""
+        self._listeners.append(callback)
 
     @property
     def pending_timers(self) -> int:
@@ -86,6 +91,8 @@ class FakeClock:
             for _ in range(3):
                 await asyncio.sleep(0)
         self._now = target
+        for listener in self._listeners:
+            listener()
         await asyncio.sleep(0)
 
     def _cancel(self, timer: int) -> None:

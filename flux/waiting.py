@@ -1,0 +1,33 @@
+"""``flux.wait``: a handler's way to suspend its run until a signal arrives."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+
+from flux.plan import check_name
+
+
+@attrs.frozen(kw_only=True)
+class WaitRequest:
+    """Returned by a handler (``return flux.wait("approved")``) to wait for ``signal``.
+
+    The run suspends; the signal's payload becomes the step's output. ``timeout`` in seconds.
+    """
+
+    signal: str
+    timeout: float | None = None
+
+
+def wait(signal: str, timeout: float | timedelta | None = None) -> WaitRequest:
+    """Suspend the calling step's run until ``signal`` arrives (return this from a handler).
+
+    >>> wait("approved", timeout=60)
+    WaitRequest(signal='approved', timeout=60.0)
+    """
+    check_name(signal, "signal")
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"wait timeout must be a positive number of seconds, got {timeout!r}")
+    return WaitRequest(signal=signal, timeout=None if seconds is None else float(seconds))

@@ -1,0 +1,164 @@
+"""The worker: claims runs that need driving and drives them, a bounded number at a time.
+
+A worker takes pending runs (from ``engine.start``), due runs (timers, stored retries,
+signalled waits, deadlines) and orphaned runs (whose owner process died or whose lease
+expired). Claims are leases in storage, so workers in several processes share the work and
+never drive one run twice at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from flux.engine._ownership import host_name, owner_is_dead
+from flux.records import RunRecord
+from flux.result import RunResult
+
+if TYPE_CHECKING:
+    from flux.engine import FluxEngine
+
+logger = logging.getLogger("flux.worker")
+
+
+class Worker:
+    """Drives an engine's runs in the background.
+
+    Args:
+        engine: the engine whose storage, workflows and clock the worker uses.
+        concurrency: at most this many runs in flight at once.
+        grace_period: on stop, seconds to let running steps finish before they are cancelled
+            (their runs are released for another worker to take over).
+
+    Use ``async with engine.worker(concurrency=4):`` or ``await Worker(engine).run()``.
+    """
+
+    def __init__(self, engine: FluxEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if grace_period < 0:
+            raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
+        self.engine = engine
+        self.concurrency = concurrency
+        self.grace_period = grace_period
+        self._tasks: dict[asyncio.Task[RunResult], str] = {}
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._skipped: set[str] = set()
+        self.completed = 0
+        """Runs this worker drove to an end or a suspension."""
+
+    @property
+    def in_flight(self) -> int:
+        """Runs being driven now."""
+        return len(self._tasks)
+
+    def stop(self) -> None:
+        """Stop claiming work; :meth:`run` returns once running steps finish (or the grace ends)."""
+        self._stopping = True
+        self.engine.notify()
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """Claim and drive runs until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
+        await self.engine.start_engine()
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        wake = self.engine._wake
+        try:
+            while not self._stopping:
+                wake.clear()
+                try:
+                    await self._fill()
+                    await self.engine.check_cancel_requests()
+                except Exception:
+                    logger.exception("worker could not look for work; trying again")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.engine.poll_interval):
+                        await wake.wait()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self._drain()
+
+    async def __aenter__(self) -> Worker:
+        await self.engine.start_engine()
+        self._runner = asyncio.get_running_loop().create_task(self.run())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        if self._runner is not None:
+            await self._runner
+
+    async def _fill(self) -> None:
+        capacity = self.concurrency - len(self._tasks)
+        if capacity <= 0:
+            return
+        engine = self.engine
+        now = engine.clock.now()
+        candidates = await engine.storage.due(now, capacity)
+        for run in await engine.storage.orphans(now, host_name(), capacity):
+            if run.owner != engine.owner and _abandoned(run, now):
+                candidates.append(run)
+        for run in candidates:
+            if len(self._tasks) >= self.concurrency:
+                return
+            if run.id not in engine._active and run.id not in self._skipped:
+                await self._take(run)
+
+    async def _take(self, run: RunRecord) -> None:
+        engine = self.engine
+        try:
+            plan = engine._registry.for_run(run)
+        except Exception as exc:
+            self._skipped.add(run.id)
+            logger.error("worker leaves run %s to others: %s", run.id, exc)
+            return
+        claimed = await engine._claim(run)
+        if claimed is None:
+            return
+        task = asyncio.get_running_loop().create_task(engine._resume_claimed(plan, claimed, None))
+        self._tasks[task] = run.id
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[RunResult]) -> None:
+        run_id = self._tasks.pop(task, None)
+        if not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                logger.error("worker failed to drive run %s: %r", run_id, error)
+            else:
+                self.completed += 1
+        self.engine.notify()
+
+    async def _drain(self) -> None:
+        """Let running steps finish for the grace period, then cancel and release the rest."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.grace_period)
+        left = {task: self._tasks.get(task) for task in pending}
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for run_id in left.values():
+            if run_id is not None:
+                await self.engine.storage.release(run_id, self.engine.owner)
+
+
+def _abandoned(run: RunRecord, now: datetime) -> bool:
+    """A running run whose driver is gone: no owner or lease, lease expired, or owner dead."""
+    if run.owner is None or run.lease_expires_at is None:
+        return True
+    if run.lease_expires_at < now:
+        return True
+    return owner_is_dead(run.owner)
