@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
-from flux.records import JSON
+from flux.records import EMPTY, JSON
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
@@ -98,10 +98,10 @@ class RunData(dict[str, JSON]):
         self._touched.update(k for k, v in super().items() if isinstance(v, _MUTABLE))
         return super().items()
 
-    def take_changes(self) -> tuple[dict[str, JSON], tuple[str, ...]]:
+    def take_changes(self) -> tuple[Mapping[str, JSON], tuple[str, ...]]:
         """The keys set (with their values) and removed since the last call; resets tracking."""
         if not self._touched and not self._removed:
-            return {}, ()
+            return EMPTY, ()
         changed = {key: dict.__getitem__(self, key) for key in self._touched if key in self}
         removed = tuple(sorted(self._removed))
         self._touched = set()
@@ -124,7 +124,8 @@ class RunData(dict[str, JSON]):
         self._removed = set()
 
 
-ActionRecorder = Callable[[str, JSON], Awaitable[None]]
+ActionRecorder = Callable[[int, str, str, JSON], Awaitable[None]]
+"""Records an action's result: ``(visit seq, step, action name, result)``."""
 
 
 class StepContext(Generic[InputT]):
@@ -146,6 +147,7 @@ class StepContext(Generic[InputT]):
         "_actions",
         "_log",
         "_recorder",
+        "_seq",
         "attempt",
         "data",
         "input",
@@ -165,8 +167,9 @@ class StepContext(Generic[InputT]):
         workflow: str,
         step: str,
         attempt: int,
-        actions: dict[str, JSON] | None = None,
+        actions: Mapping[str, JSON] = EMPTY,
         recorder: ActionRecorder | None = None,
+        seq: int = 0,
     ) -> None:
         self.input = input
         self.data = data
@@ -175,8 +178,9 @@ class StepContext(Generic[InputT]):
         self.workflow = workflow
         self.step = step
         self.attempt = attempt
-        self._actions = actions if actions is not None else {}
+        self._actions = actions
         self._recorder = recorder
+        self._seq = seq
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
@@ -210,8 +214,8 @@ class StepContext(Generic[InputT]):
         if inspect.isawaitable(result):
             result = await result
         if self._recorder is not None:
-            await self._recorder(name, result)
-        self._actions[name] = result
+            await self._recorder(self._seq, self.step, name, result)
+        self._actions = {**self._actions, name: result}
         return result
 
     def __repr__(self) -> str:

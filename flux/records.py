@@ -10,6 +10,7 @@ from __future__ import annotations
 import traceback as _traceback
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -18,6 +19,9 @@ from flux.status import RunStatus, StepStatus
 
 JSON = Any
 """A value made of dicts with string keys, lists, strings, numbers, booleans and None."""
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+"""The shared empty mapping of records that changed no data and recorded no actions."""
 
 # Step visits whose data changes and outputs count towards the run's state.
 _EFFECTIVE = frozenset(
@@ -98,10 +102,10 @@ class StepRecord:
     finished_at: datetime | None = None
     error: ErrorInfo | None = None
     output: JSON = None
-    data_set: Mapping[str, JSON] = attrs.field(factory=dict)
+    data_set: Mapping[str, JSON] = EMPTY
     data_unset: tuple[str, ...] = ()
     condition: bool | None = None
-    actions: Mapping[str, JSON] = attrs.field(factory=dict)
+    actions: Mapping[str, JSON] = EMPTY
     wake_at: datetime | None = None
     waiting_for: str | None = None
 

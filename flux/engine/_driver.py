@@ -8,11 +8,9 @@ start of the next share one checkpoint, so a plain step costs one write.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import enum
-import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -22,7 +20,8 @@ import attrs
 
 from flux.clock import Clock
 from flux.context import RunData, StepContext
-from flux.errors import LeaseLostError, StepTimeoutError, WaitTimeoutError
+from flux.engine._attempt import call_handler
+from flux.errors import LeaseLostError, WaitTimeoutError
 from flux.events import (
     Event,
     EventBus,
@@ -43,7 +42,7 @@ from flux.events import (
     WorkflowSuspend,
 )
 from flux.plan import StepSpec, Workflow, is_async_callable
-from flux.records import JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
+from flux.records import EMPTY, JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
 from flux.result import RunResult
 from flux.retry import RetryPolicy
 from flux.serde import check_json
@@ -53,6 +52,7 @@ from flux.waiting import WaitRequest
 
 _REPLAYABLE = (StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATED)
 _OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
+_RUN_FIELDS = tuple(field.name for field in attrs.fields(RunRecord) if field.name != "steps")
 
 
 @attrs.define(kw_only=True)
@@ -94,7 +94,9 @@ class RunDriver:
     ) -> None:
         self.env = env
         self.workflow = workflow
-        self.header = attrs.evolve(header, steps=()) if header.steps else header
+        self._header_fields: dict[str, Any] = {}
+        self._header = header
+        self.header = header
         self.records = records
         self.data = RunData(replay_data(records))
         self.outputs: dict[str, JSON] = replay_outputs(records)
@@ -107,6 +109,16 @@ class RunDriver:
         self.cancel_request: dict[str, JSON] | None = None
 
     # --- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def header(self) -> RunRecord:
+        """The run's own fields as last checkpointed (without step records)."""
+        return self._header
+
+    @header.setter
+    def header(self, value: RunRecord) -> None:
+        self._header_fields = {name: getattr(value, name) for name in _RUN_FIELDS}
+        self._header = RunRecord(**self._header_fields)
 
     def _event(self, cls: type[Event], **fields: Any) -> None:
         if self.env.bus.wants(cls.name):
@@ -129,9 +141,11 @@ class RunDriver:
     async def _flush(self, **changes: Any) -> None:
         """Checkpoint the run's fields and the pending step records, then emit pending events."""
         now = self.env.clock.now()
-        fields: dict[str, Any] = {"updated_at": now, "lease_expires_at": now + self.env.lease}
+        fields = self._header_fields
+        fields["updated_at"] = now
+        fields["lease_expires_at"] = now + self.env.lease
         fields.update(changes)
-        self.header = attrs.evolve(self.header, **fields)
+        self._header = RunRecord(**fields)
         pending, self._pending = self._pending, {}
         try:
             await self.env.storage.checkpoint(self.header, tuple(pending.values()))
@@ -216,7 +230,12 @@ class RunDriver:
                 if not spec.commit or prior.status == StepStatus.SKIPPED:
                     self._reapply(prior)
                     continue
-                record = attrs.evolve(record, condition=prior.condition)
+                record = StepRecord(
+                    seq=len(self.records),
+                    step=spec.name,
+                    status=StepStatus.PENDING,
+                    condition=prior.condition,
+                )
             outcome = await self._run_step(spec, record)
             if outcome is Outcome.SUSPENDED:
                 return self.result()
@@ -235,59 +254,49 @@ class RunDriver:
         if prior.output is not None:
             self.outputs[prior.step] = prior.output
 
-    def _record_for(self, index: int) -> StepRecord:
-        """The open record of step ``index`` if the run stopped inside it, else a new visit."""
-        name = self.workflow.steps[index].name
+    def _record_for(self, index: int) -> StepRecord | None:
+        """The open record of step ``index`` if the run stopped inside it (None: a new visit)."""
         if self.records:
             last = self.records[-1]
-            if last.step == name and last.status in _OPEN:
+            if last.status in _OPEN and last.step == self.workflow.steps[index].name:
                 return last
-        return StepRecord(seq=len(self.records), step=name, status=StepStatus.PENDING)
+        return None
 
-    async def _run_step(self, spec: StepSpec, record: StepRecord) -> Outcome | StepRecord:
-        """Run one step visit with its retries; returns its failed record on failure."""
+    async def _run_step(self, spec: StepSpec, record: StepRecord | None) -> Outcome | StepRecord:
+        """Run one step visit with its retries; returns its failed record on failure.
+
+        ``record`` is the open record of a visit that stopped midway, None for a new visit.
+        """
         clock = self.env.clock
-        started = record.started_at or clock.now()
-        condition = record.condition
-        if spec.when is not None and condition is None:
-            try:
-                condition = bool(await _maybe_await(spec.when(self._context(spec, record, 0))))
-            except Exception as exc:
-                return self._failed(spec, record, started, ErrorInfo.from_exception(exc, step=spec.name))
-            if not condition:
-                data_set, data_unset = self.data.take_changes()
-                self._put(
-                    StepRecord(
-                        seq=record.seq,
-                        step=spec.name,
-                        status=StepStatus.SKIPPED,
-                        started_at=started,
-                        finished_at=clock.now(),
-                        condition=False,
-                        data_set=data_set,
-                        data_unset=data_unset,
-                    )
-                )
-                self._event(StepSkip, step=spec.name, attempt=0)
-                return Outcome.DONE
-            record = attrs.evolve(record, condition=True)
-        if spec.kind in ("sleep", "wait") or record.waiting_for is not None:
-            return await self._pause(spec, record, started)
-        if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > clock.now():
-            return await self._suspend(record, "retry delay")
-        policy = self.env.policies(spec)
+        seq, started, condition, attempt = len(self.records), clock.now(), None, 0
+        if record is None and (spec.when is not None or spec.kind != "step"):
+            record = StepRecord(seq=seq, step=spec.name, status=StepStatus.PENDING, started_at=started)
+        if record is not None:
+            seq, started, condition = record.seq, record.started_at or started, record.condition
+            if spec.when is not None and condition is None:
+                try:
+                    condition = bool(await _maybe_await(spec.when(self._context(spec, record, 0))))
+                except Exception as exc:
+                    return self._failed(spec, record, started, ErrorInfo.from_exception(exc, step=spec.name))
+                if not condition:
+                    return self._skip(spec, record, started)
+                record = attrs.evolve(record, condition=True)
+            if spec.kind in ("sleep", "wait") or record.waiting_for is not None:
+                return await self._pause(spec, record, started)
+            if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > clock.now():
+                return await self._suspend(record, "retry delay")
+            # A visit interrupted mid-attempt (a crash) runs that attempt again.
+            attempt = (
+                record.attempts - 1
+                if record.status == StepStatus.RUNNING and record.attempts
+                else record.attempts
+            )
         timeout = spec.timeout or self.env.default_timeout
-        # A visit interrupted mid-attempt (a crash) runs that attempt again.
-        attempt = (
-            record.attempts - 1
-            if record.status == StepStatus.RUNNING and record.attempts
-            else record.attempts
-        )
-        actions = dict(record.actions)
         while True:
             attempt += 1
+            actions = self.records[seq].actions if seq < len(self.records) else EMPTY
             record = StepRecord(
-                seq=record.seq,
+                seq=seq,
                 step=spec.name,
                 status=StepStatus.RUNNING,
                 attempts=attempt,
@@ -311,7 +320,8 @@ class RunDriver:
                         data_unset=removed,
                     )
                     return await self._pause(spec, waiting, started)
-                check_json(output, f"the output of step {spec.name!r}", step=spec.name)
+                if output is not None:
+                    check_json(output, f"the output of step {spec.name!r}", step=spec.name)
                 data_set, data_unset = self.data.take_changes()
                 for key, value in data_set.items():
                     check_json(value, f"ctx.data[{key!r}] (set by step {spec.name!r})", step=spec.name)
@@ -319,6 +329,7 @@ class RunDriver:
                 raise
             except Exception as exc:
                 error = ErrorInfo.from_exception(exc, step=spec.name, attempt=attempt)
+                policy = self.env.policies(spec)
                 if not policy.should_retry(exc, attempt):
                     return self._failed(spec, record, started, error)
                 delay = policy.delay_after(exc, attempt)
@@ -334,12 +345,29 @@ class RunDriver:
                 continue
             return self._complete(spec, record, output, data_set, data_unset)
 
+    def _skip(self, spec: StepSpec, record: StepRecord, started: datetime) -> Outcome:
+        data_set, data_unset = self.data.take_changes()
+        self._put(
+            StepRecord(
+                seq=record.seq,
+                step=spec.name,
+                status=StepStatus.SKIPPED,
+                started_at=started,
+                finished_at=self.env.clock.now(),
+                condition=False,
+                data_set=data_set,
+                data_unset=data_unset,
+            )
+        )
+        self._event(StepSkip, step=spec.name, attempt=0)
+        return Outcome.DONE
+
     def _complete(
         self,
         spec: StepSpec,
         record: StepRecord,
         output: JSON,
-        data_set: dict[str, JSON] | None = None,
+        data_set: Mapping[str, JSON] | None = None,
         data_unset: tuple[str, ...] = (),
     ) -> Outcome:
         now = self.env.clock.now()
@@ -359,7 +387,9 @@ class RunDriver:
                 data_set=data_set,
                 data_unset=data_unset,
                 condition=record.condition,
-                actions=record.actions,
+                actions=self.records[record.seq].actions
+                if record.seq < len(self.records)
+                else record.actions,
             )
         )
         if output is not None:
@@ -466,7 +496,7 @@ class RunDriver:
         spec: StepSpec,
         record: StepRecord,
         attempt: int,
-        actions: dict[str, JSON] | None = None,
+        actions: Mapping[str, JSON] = EMPTY,
     ) -> StepContext[Any]:
         return StepContext(
             input=self.input,
@@ -477,7 +507,8 @@ class RunDriver:
             step=spec.name,
             attempt=attempt,
             actions=actions,
-            recorder=functools.partial(self._record_action, record.seq, spec.name),
+            recorder=self._record_action,
+            seq=record.seq,
         )
 
     async def _record_action(self, seq: int, step: str, name: str, value: JSON) -> None:
@@ -489,24 +520,7 @@ class RunDriver:
     async def _call(
         self, fn: Callable[..., Any], context: StepContext[Any], timeout: float, is_async: bool
     ) -> Any:
-        deadline = self.env.clock.timeout(timeout)
-        try:
-            async with deadline:
-                if is_async:
-                    return await fn(context)
-                loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, fn, context)
-                return await _maybe_await(await loop.run_in_executor(self.env.executor(), call))
-        except TimeoutError:
-            if deadline.expired():
-                kind = "async" if is_async else "sync (its thread was abandoned)"
-                raise StepTimeoutError(
-                    f"step {context.step!r} attempt {context.attempt} timed out after {timeout:g}s "
-                    f"({kind}); raise its timeout= if it needs longer",
-                    step=context.step,
-                    attempt=context.attempt,
-                ) from None
-            raise
+        return await call_handler(self.env.clock, self.env.executor, fn, context, timeout, is_async)
 
     # --- endings --------------------------------------------------------------------------
 
@@ -573,7 +587,7 @@ class RunDriver:
         attempt = 0
         while True:
             attempt += 1
-            context = self._context(spec, record, attempt, dict(record.actions))
+            context = self._context(spec, record, attempt, record.actions)
             try:
                 await self._call(spec.compensate, context, timeout, is_async)
                 return

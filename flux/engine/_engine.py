@@ -112,7 +112,7 @@ class FluxEngine:
         self.owner = new_owner_id()
         self._bus = EventBus()
         self._registry = WorkflowRegistry()
-        self._default_policy = (retry_policy or RetryPolicy()).with_retries(default_retries)
+        self._default_policy = retry_policy or RetryPolicy().with_retries(default_retries)
         self._retry_policy = retry_policy
         self._policies: dict[StepSpec, RetryPolicy] = {}
         self._executor: ThreadPoolExecutor | None = None
@@ -267,7 +267,7 @@ class FluxEngine:
             InvalidRunStateError: ``run_id`` is already used by a stored run.
         """
         plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header.id)
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
         if existing is not None:
             return RunResult.from_record(await self._load(existing), created=False)
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
@@ -288,7 +288,7 @@ class FluxEngine:
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
         plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header.id)
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
         if existing is not None:
             return existing
         await self.storage.save(
@@ -332,7 +332,7 @@ class FluxEngine:
         return plan, typed, header
 
     async def _reserve(
-        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, run_id: str
+        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, header: RunRecord
     ) -> str | None:
         if key is None:
             return None
@@ -340,7 +340,13 @@ class FluxEngine:
             raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
         now = self.clock.now()
         expires = now + timedelta(seconds=_seconds(ttl))
-        return await self.storage.reserve_key(plan.name, key, run_id, expires, now)
+        # Store the run (not yet due) before binding the key: a concurrent caller with the same
+        # key then finds a stored run behind the binding and returns it instead of a second run.
+        await self.storage.save(attrs.evolve(header, wake_at=None))
+        existing = await self.storage.reserve_key(plan.name, key, header.id, expires, now)
+        if existing is not None:
+            await self.storage.delete(header.id)
+        return existing
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id

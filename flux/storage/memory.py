@@ -27,23 +27,33 @@ def _copy_step(record: StepRecord) -> StepRecord:
     )
 
 
-def _copy_header(run: RunRecord) -> RunRecord:
-    cancel = run.cancel_requested
-    return attrs.evolve(
-        run,
-        input=copy_json(run.input),
-        steps=(),
-        cancel_requested=None if cancel is None else copy_json(dict(cancel)),
-    )
+def _copy_cancel(request: Mapping[str, JSON] | None) -> dict[str, JSON] | None:
+    return None if request is None else copy_json(dict(request))
 
 
 class _Entry:
-    __slots__ = ("order", "run", "steps")
+    """One stored run. ``run`` may be the caller's own frozen header: the fields a caller could
+    still mutate (``input``, ``cancel_requested``) and ``created_at`` are kept beside it."""
+
+    __slots__ = ("cancel_requested", "created_at", "input", "order", "run", "steps")
 
     def __init__(self, run: RunRecord, order: int) -> None:
         self.run = run
         self.order = order
+        self.created_at = run.created_at
+        self.input = copy_json(run.input)
+        self.cancel_requested = _copy_cancel(run.cancel_requested)
         self.steps: dict[int, StepRecord] = {}
+
+    def header(self) -> RunRecord:
+        """The stored run's own fields, as copies."""
+        return attrs.evolve(
+            self.run,
+            input=copy_json(self.input),
+            created_at=self.created_at,
+            cancel_requested=_copy_cancel(self.cancel_requested),
+            steps=(),
+        )
 
 
 class MemoryStorage:
@@ -70,9 +80,11 @@ class MemoryStorage:
     async def save(self, run: RunRecord) -> None:
         entry = self._runs.get(run.id)
         if entry is None:
-            entry = self._runs[run.id] = _Entry(_copy_header(run), next(self._order))
+            entry = self._runs[run.id] = _Entry(run, next(self._order))
         else:
-            entry.run = attrs.evolve(_copy_header(run), created_at=entry.run.created_at)
+            entry.run = run
+            entry.input = copy_json(run.input)
+            entry.cancel_requested = _copy_cancel(run.cancel_requested)
         entry.steps = {record.seq: _copy_step(record) for record in run.steps}
 
     async def load(self, run_id: str) -> RunRecord | None:
@@ -82,7 +94,7 @@ class MemoryStorage:
     async def list(self, filter: RunFilter | None = None) -> builtins.list[RunRecord]:
         filter = filter or RunFilter()
         entries = [e for e in self._runs.values() if filter.matches(e.run)]
-        entries.sort(key=lambda e: (e.run.created_at, e.order), reverse=True)
+        entries.sort(key=lambda e: (e.created_at, e.order), reverse=True)
         return [self._assemble(e) for e in paginate(entries, filter)]
 
     async def delete(self, run_id: str) -> bool:
@@ -92,18 +104,16 @@ class MemoryStorage:
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
         entry = self._runs.get(run.id)
         if entry is None:
-            entry = self._runs[run.id] = _Entry(_copy_header(run), next(self._order))
+            entry = self._runs[run.id] = _Entry(run, next(self._order))
         else:
             if run.owner is not None and entry.run.owner != run.owner:
                 raise LeaseLostError(
                     f"run {run.id} is now owned by {entry.run.owner}, not {run.owner}",
                     run_id=run.id,
                 )
-            entry.run = attrs.evolve(
-                _copy_header(run),
-                created_at=entry.run.created_at,
-                cancel_requested=entry.run.cancel_requested,
-            )
+            if run.input is not entry.run.input:
+                entry.input = copy_json(run.input)
+            entry.run = run
         for record in steps:
             entry.steps[record.seq] = _copy_step(record)
 
@@ -185,13 +195,13 @@ class MemoryStorage:
 
     async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
         waiting = (RunStatus.PENDING, RunStatus.SUSPENDED)
-        runs = [
-            e.run
+        entries = [
+            e
             for e in self._runs.values()
             if e.run.status in waiting and e.run.wake_at is not None and e.run.wake_at <= now
         ]
-        runs.sort(key=lambda run: run.wake_at or now)
-        return [_copy_header(run) for run in runs[:limit]]
+        entries.sort(key=lambda e: e.run.wake_at or now)
+        return [e.header() for e in entries[:limit]]
 
     async def next_wake(self) -> datetime | None:
         waiting = (RunStatus.PENDING, RunStatus.SUSPENDED)
@@ -207,21 +217,21 @@ class MemoryStorage:
                 continue
             expires = run.lease_expires_at
             if run.owner is None or expires is None or expires < now or run.owner.startswith(host + "/"):
-                found.append(_copy_header(run))
+                found.append(entry.header())
         return found[:limit]
 
     async def request_cancel(self, run_id: str, request: Mapping[str, JSON]) -> bool:
         entry = self._runs.get(run_id)
         if entry is None or entry.run.status.finished:
             return False
-        entry.run = attrs.evolve(entry.run, cancel_requested=copy_json(dict(request)))
+        entry.cancel_requested = _copy_cancel(request)
         return True
 
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         return [
-            _copy_header(e.run)
+            e.header()
             for e in self._runs.values()
-            if e.run.owner == owner and e.run.cancel_requested and not e.run.status.finished
+            if e.run.owner == owner and e.cancel_requested and not e.run.status.finished
         ]
 
     async def reserve_key(
