@@ -67,7 +67,7 @@ def _crash_until_done(tmp_path: Path, runs: int, seed: int) -> tuple[int, list[t
     kills = 0
     while True:
         proc = _start(db, ledger, runs)
-        target = len(_ledger_rows(ledger)) + rng.randint(1, 4)
+        target = len(_ledger_rows(ledger)) + rng.randint(1, 3)
         if not _kill_when_ledger_reaches(proc, ledger, target):
             _, err = proc.communicate()
             assert proc.returncode == 0, err.decode()
@@ -85,7 +85,7 @@ def _check_flux_db(db: Path, runs: int) -> None:
 def test_sigkill_at_random_points_loses_nothing_and_repeats_only_in_flight_steps(
     tmp_path: Path, seed: int
 ) -> None:
-    runs = 12
+    runs = 15
     kills, rows = _crash_until_done(tmp_path, runs, seed)
     assert kills >= 25, f"only {kills} kills: the test did not crash the process enough"
     _check_flux_db(tmp_path / "flux.db", runs)

@@ -106,7 +106,9 @@ async def test_resume_after_a_crash_skips_completed_steps_and_reruns_the_one_in_
     assert [h.step for h in result.history] == ["a", "b", "c"]
 
 
-async def test_resume_refuses_a_run_another_live_engine_holds(shared_storage: Storage, clock: FakeClock) -> None:
+async def test_resume_refuses_a_run_another_live_engine_holds(
+    shared_storage: Storage, clock: FakeClock
+) -> None:
     calls = Calls()
     wf = three_steps(calls)
     first = engine_on(shared_storage, clock, wf)
@@ -143,7 +145,9 @@ async def test_recover_with_nothing_stranded_does_nothing(shared_storage: Storag
     assert calls.counts == {"a": 1, "b": 1, "c": 1}
 
 
-async def test_resume_from_step_reruns_a_completed_run_from_there(shared_storage: Storage, clock: FakeClock) -> None:
+async def test_resume_from_step_reruns_a_completed_run_from_there(
+    shared_storage: Storage, clock: FakeClock
+) -> None:
     calls = Calls()
     wf = three_steps(calls)
     engine = engine_on(shared_storage, clock, wf)
@@ -201,12 +205,18 @@ async def test_retry_step_continues_a_failed_run(shared_storage: Storage, clock:
     assert fixed.status == "completed"
     assert fixed.error is None
     assert fixed.outputs == {"a": "a", "b": "fixed"}
-    assert [(h.step, h.status) for h in fixed.history] == [("a", "completed"), ("b", "failed"), ("b", "completed")]
+    assert [(h.step, h.status) for h in fixed.history] == [
+        ("a", "completed"),
+        ("b", "failed"),
+        ("b", "completed"),
+    ]
     with pytest.raises(InvalidRunStateError, match="not failed"):
         await engine.retry_step(fixed.id, "b")
 
 
-async def test_resume_continues_a_failed_run_at_the_failed_step(shared_storage: Storage, clock: FakeClock) -> None:
+async def test_resume_continues_a_failed_run_at_the_failed_step(
+    shared_storage: Storage, clock: FakeClock
+) -> None:
     state = {"fail": True}
 
     def flaky(ctx: StepContext[Any]) -> None:
@@ -301,7 +311,9 @@ async def test_a_finished_action_is_not_called_again_when_its_step_reruns(
     assert (await engine.get(result.id)).history[0].actions == {"charge": "receipt-1"}
 
 
-async def test_an_action_result_that_is_not_json_fails_the_step(shared_storage: Storage, clock: FakeClock) -> None:
+async def test_an_action_result_that_is_not_json_fails_the_step(
+    shared_storage: Storage, clock: FakeClock
+) -> None:
     """Bad input: an action returning a set."""
 
     async def step(ctx: StepContext[Any]) -> None:

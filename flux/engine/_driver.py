@@ -45,7 +45,7 @@ from flux.plan import StepSpec, Workflow, is_async_callable
 from flux.records import EMPTY, JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
 from flux.result import RunResult
 from flux.retry import RetryPolicy
-from flux.serde import check_json
+from flux.serde import check_json, copy_json
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
 from flux.waiting import WaitRequest
@@ -313,7 +313,7 @@ class RunDriver:
                 if isinstance(output, WaitRequest):
                     changed, removed = self.data.take_changes()
                     waiting = attrs.evolve(
-                        record,
+                        self.records[seq],
                         waiting_for=output.signal,
                         wake_at=_after(clock.now(), output.timeout),
                         data_set=changed,
@@ -325,10 +325,15 @@ class RunDriver:
                 data_set, data_unset = self.data.take_changes()
                 for key, value in data_set.items():
                     check_json(value, f"ctx.data[{key!r}] (set by step {spec.name!r})", step=spec.name)
+                # Snapshots: a later step changing a list in place must not rewrite this record.
+                output, data_set = copy_json(output), copy_json(data_set) if data_set else data_set
             except LeaseLostError:
                 raise
             except Exception as exc:
+                # A failed attempt leaves no data behind: back to the data the records hold.
+                self.data.load(copy_json(replay_data(self.records)).items())
                 error = ErrorInfo.from_exception(exc, step=spec.name, attempt=attempt)
+                record = self.records[seq]  # with the actions this attempt recorded
                 policy = self.env.policies(spec)
                 if not policy.should_retry(exc, attempt):
                     return self._failed(spec, record, started, error)

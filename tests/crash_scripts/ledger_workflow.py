@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import time
 
 from flux import FluxEngine, StepContext, create_workflow
 from flux.storage import SQLiteStorage
@@ -20,9 +21,13 @@ from flux.storage import SQLiteStorage
 LEDGER = sys.argv[2]
 
 
+WORK = 0.01  # seconds of "work" after each effect, so kills land inside steps too
+
+
 def effect(ctx: StepContext[object]) -> None:
     with sqlite3.connect(LEDGER, timeout=30, isolation_level=None) as db:
         db.execute("INSERT INTO ledger(run_id, step) VALUES (?, ?)", (ctx.run_id, ctx.step))
+    time.sleep(WORK)
 
 
 def sync_step(ctx: StepContext[object]) -> int:
@@ -31,7 +36,7 @@ def sync_step(ctx: StepContext[object]) -> int:
 
 
 async def async_step(ctx: StepContext[object]) -> int:
-    await asyncio.sleep(0)
+    await asyncio.sleep(WORK)
     effect(ctx)
     return ctx.attempt
 
