@@ -5,8 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
+from flux.errors import SerializationError
 from flux.records import EMPTY, JSON
 
 InputT = TypeVar("InputT")
@@ -49,7 +50,7 @@ class RunData(dict[str, JSON]):
 
     def __setitem__(self, key: str, value: JSON) -> None:
         if not isinstance(key, str):
-            raise TypeError(f"ctx.data keys must be str (JSON object keys), got {key!r}")
+            raise SerializationError(f"ctx.data keys must be str (JSON object keys), got {key!r}")
         super().__setitem__(key, value)
         self._touch(key)
 
@@ -201,7 +202,11 @@ class StepContext(Generic[InputT]):
             self._log = logging.LoggerAdapter(_logger, extra)
         return self._log
 
-    async def action(self, name: str, fn: Callable[[], Awaitable[T] | T]) -> T:
+    @overload
+    async def action(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+    @overload
+    async def action(self, name: str, fn: Callable[[], T]) -> T: ...
+    async def action(self, name: str, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` once per run and step, recording its (JSON) result.
 
         When the step runs again (a retry, or a resume after a crash), a finished action
@@ -209,7 +214,7 @@ class StepContext(Generic[InputT]):
         expensive or effectful parts of a step.
         """
         if name in self._actions:
-            return self._actions[name]  # type: ignore[no-any-return]
+            return self._actions[name]
         result = fn()
         if inspect.isawaitable(result):
             result = await result

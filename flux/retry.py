@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 import attrs
 
@@ -137,7 +138,10 @@ class RetryPolicy:
 
         ``rand`` in [0, 1) picks the jitter; 0.5 means none.
         """
-        base = self.initial_delay * self.backoff_multiplier ** (attempt - 1)
+        try:
+            base = self.initial_delay * self.backoff_multiplier ** (attempt - 1)
+        except OverflowError:  # a very late attempt: far beyond any max_delay
+            base = math.inf if self.initial_delay else 0.0
         spread = 1.0 + self.jitter * (2.0 * rand - 1.0)
         return max(0.0, min(self.max_delay, base * spread))
 
@@ -155,13 +159,29 @@ RetryPolicy.AGGRESSIVE = RetryPolicy(max_attempts=5, initial_delay=2.0, max_dela
 RetryPolicy.PATIENT = RetryPolicy(max_attempts=10, initial_delay=5.0, max_delay=300.0)
 
 
+@overload
 async def with_retry(
-    fn: Callable[[], Awaitable[T] | T],
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy = ...,
+    *,
+    on_retry: Callable[[BaseException, int, float], Any] | None = None,
+    clock: Clock | None = None,
+) -> T: ...
+@overload
+async def with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy = ...,
+    *,
+    on_retry: Callable[[BaseException, int, float], Any] | None = None,
+    clock: Clock | None = None,
+) -> T: ...
+async def with_retry(
+    fn: Callable[[], Any],
     policy: RetryPolicy = RetryPolicy.STANDARD,
     *,
     on_retry: Callable[[BaseException, int, float], Any] | None = None,
     clock: Clock | None = None,
-) -> T:
+) -> Any:
     """Call the zero-argument ``fn`` (sync or async) until it succeeds or ``policy`` gives up.
 
     ``on_retry(exc, attempt, delay)`` (sync or async) is called before each wait. The last
