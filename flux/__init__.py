@@ -11,8 +11,11 @@ compensation, checkpoints every step, and resumes runs after a crash.
 from flux.builder import WorkflowBuilder, create_workflow
 from flux.clock import Clock, SystemClock
 from flux.context import RunData, StepContext
+from flux.control import Goto, goto
 from flux.engine import FluxEngine
 from flux.errors import (
+    ChildWorkflowError,
+    DependencyCycleError,
     DuplicateStepError,
     EmptyWorkflowError,
     FluxError,
@@ -21,6 +24,7 @@ from flux.errors import (
     InvalidRunStateError,
     InvalidStepError,
     LeaseLostError,
+    MaxVisitsError,
     NonRetryableError,
     PlanError,
     PlanMismatchError,
@@ -33,32 +37,42 @@ from flux.errors import (
     StepTimeoutError,
     StorageCorruptedError,
     StorageError,
+    UnknownSignalError,
     UnknownStepError,
+    UnreachableStepError,
+    WaitTimeoutError,
     WorkflowNotRegisteredError,
 )
 from flux.events import Event
+from flux.metrics import RunMetrics, StepMetrics, metrics
 from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord, StepRecord
 from flux.result import RunResult
 from flux.retry import RetryPolicy, is_retryable_error, with_retry
 from flux.status import RunStatus, StepStatus
 from flux.storage import MemoryStorage, Storage
+from flux.waiting import WaitRequest, wait
+from flux.worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildWorkflowError",
     "Clock",
+    "DependencyCycleError",
     "DuplicateStepError",
     "EmptyWorkflowError",
     "ErrorInfo",
     "Event",
     "FluxEngine",
     "FluxError",
+    "Goto",
     "InvalidInputError",
     "InvalidNameError",
     "InvalidRunStateError",
     "InvalidStepError",
     "LeaseLostError",
+    "MaxVisitsError",
     "MemoryStorage",
     "NonRetryableError",
     "PlanError",
@@ -68,6 +82,7 @@ __all__ = [
     "RunData",
     "RunError",
     "RunFilter",
+    "RunMetrics",
     "RunNotFoundError",
     "RunRecord",
     "RunResult",
@@ -76,6 +91,7 @@ __all__ = [
     "SerializationError",
     "StepContext",
     "StepError",
+    "StepMetrics",
     "StepRecord",
     "StepSpec",
     "StepStatus",
@@ -84,12 +100,20 @@ __all__ = [
     "StorageCorruptedError",
     "StorageError",
     "SystemClock",
+    "UnknownSignalError",
     "UnknownStepError",
+    "UnreachableStepError",
+    "WaitRequest",
+    "WaitTimeoutError",
+    "Worker",
     "Workflow",
     "WorkflowBuilder",
     "WorkflowNotRegisteredError",
     "__version__",
     "create_workflow",
+    "goto",
     "is_retryable_error",
+    "metrics",
+    "wait",
     "with_retry",
 ]

@@ -6,12 +6,19 @@ and extended safely. Steps are checked as they are added; the plan as a whole on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 
+from flux._builder_constructs import (
+    branch_options,
+    child_options,
+    map_options,
+    parallel_options,
+    routing_options,
+)
 from flux.errors import DuplicateStepError, InvalidStepError
 from flux.plan import StepSpec, Workflow, check_name, validate_step
 from flux.retry import RetryPolicy
@@ -76,18 +83,31 @@ class WorkflowBuilder(Generic[InputT]):
         when: Callable[[StepContext[InputT]], Any] | None = None,
         retry: RetryPolicy | None = None,
         compensate: Handler[InputT] | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+        goto: Iterable[str] | None = None,
     ) -> WorkflowBuilder[InputT]:
         """Append a step.
 
         Args:
-            name: unique within the workflow.
+            name: unique within the workflow (branches included).
             handler: sync or async callable taking a ``StepContext``; its non-None return
-                value is the step's output.
+                value is the step's output. It may return ``flux.goto(step)`` to continue at
+                another step of its chain, or ``flux.wait(signal)`` to suspend.
             retries: retries after the first attempt (overrides the policy's attempt count).
             timeout: seconds each attempt may take.
             when: predicate on the context; false skips the step (evaluated once, recorded).
             retry: the backoff policy (else the engine's).
             compensate: undoes the step if a later step fails for good.
+            after: the steps this one waits for; using it anywhere makes the plan a dependency
+                graph, where a step without ``after`` waits for the step before it and
+                ``after=[]`` starts at once.
+            on_failure: a step of the same chain to continue at when this one fails for good
+                (it sees the error as ``ctx.failure``) instead of failing the run.
+            max_visits: how often the step may be reached in one run (default 100).
+            goto: the steps the handler may jump to with ``flux.goto`` (checked when the plan
+                is built, drawn by ``to_mermaid``); None lets it jump to any step of its chain.
         """
         return self._add(
             kind="step",
@@ -98,6 +118,7 @@ class WorkflowBuilder(Generic[InputT]):
             when=when,
             retry=retry,
             compensate=compensate,
+            **routing_options(after, on_failure, max_visits, goto),
         )
 
     def commit(
@@ -109,10 +130,15 @@ class WorkflowBuilder(Generic[InputT]):
         timeout: float | None = None,
         when: Callable[[StepContext[InputT]], Any] | None = None,
         retry: RetryPolicy | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+        goto: Iterable[str] | None = None,
     ) -> WorkflowBuilder[InputT]:
         """Append a commit step: an irreversible side effect (send, charge, publish).
 
         Commit steps take no ``compensate`` and are called again by ``engine.replay``.
+        ``after``, ``on_failure``, ``max_visits`` and ``goto`` as for :meth:`step`.
         """
         return self._add(
             kind="commit",
@@ -122,10 +148,16 @@ class WorkflowBuilder(Generic[InputT]):
             timeout=timeout,
             when=when,
             retry=retry,
+            **routing_options(after, on_failure, max_visits, goto),
         )
 
     def wait_for_signal(
-        self, name: str, signal: str | None = None, timeout: float | timedelta | None = None
+        self,
+        name: str,
+        signal: str | None = None,
+        timeout: float | timedelta | None = None,
+        *,
+        after: Iterable[str] | None = None,
     ) -> WorkflowBuilder[InputT]:
         """Append a step that suspends the run until ``signal`` (default: the step name) arrives.
 
@@ -138,17 +170,146 @@ class WorkflowBuilder(Generic[InputT]):
             handler=_no_handler,
             signal=signal or name,
             wait_timeout=None if timeout is None else _seconds(timeout),
+            **routing_options(after, None, None),
         )
 
-    def sleep(self, name: str, duration: float | timedelta) -> WorkflowBuilder[InputT]:
+    def sleep(
+        self, name: str, duration: float | timedelta, *, after: Iterable[str] | None = None
+    ) -> WorkflowBuilder[InputT]:
         """Append a durable timer: the run waits ``duration`` (seconds or a timedelta)."""
-        return self._add(kind="sleep", name=name, handler=_no_handler, duration=_seconds(duration))
+        return self._add(
+            kind="sleep",
+            name=name,
+            handler=_no_handler,
+            duration=_seconds(duration),
+            **routing_options(after, None, None),
+        )
 
     def sleep_until(
         self, name: str, until: Callable[[StepContext[InputT]], datetime]
     ) -> WorkflowBuilder[InputT]:
         """Append a durable timer that waits until ``until(ctx)`` (an aware datetime)."""
         return self._add(kind="sleep", name=name, handler=_no_handler, until=until)
+
+    def parallel(
+        self,
+        name: str,
+        *branches: WorkflowBuilder[Any] | Workflow[Any],
+        fail_fast: bool = True,
+        concurrency: int | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+    ) -> WorkflowBuilder[InputT]:
+        """Append a parallel group: the branches run at the same time, each its steps in order.
+
+        Each branch is a chain: ``create_workflow("branch-name").step(...)...``. Branch names
+        are unique within the group, step names across the whole plan; each branch step's
+        output is in ``ctx.outputs`` under its own name, and the group's output is
+        ``{branch: output of its last step}``. The group finishes when every branch has.
+        When a branch fails for good, ``fail_fast`` cancels the others at once; without it
+        they finish first, then the group fails. ``concurrency`` caps the branches running at
+        once (default: all).
+
+        >>> from flux import create_workflow
+        >>> wf = create_workflow("w").parallel(
+        ...     "fetch",
+        ...     create_workflow("a").step("fetch-a", lambda ctx: 1),
+        ...     create_workflow("b").step("fetch-b", lambda ctx: 2),
+        ... ).build()
+        >>> wf.step_names
+        ('fetch',)
+        """
+        return self._add(
+            name=name,
+            handler=_no_handler,
+            **parallel_options(name, branches, fail_fast, concurrency),
+            **routing_options(after, on_failure, max_visits),
+        )
+
+    def map(
+        self,
+        name: str,
+        fn: Callable[[StepContext[InputT], Any], Any],
+        *,
+        over: Callable[[StepContext[InputT]], Any],
+        concurrency: int | None = 10,
+        batch_size: int | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+    ) -> WorkflowBuilder[InputT]:
+        """Append a dynamic map: ``fn(ctx, item)`` (sync or async) for each item of ``over(ctx)``.
+
+        ``over`` is evaluated once and its list recorded, so a resumed run maps the same
+        items. Each item (or each batch of ``batch_size`` items) is a recorded visit of its
+        own, named ``name[i]`` (``name[i:j]`` for a batch), with the step's ``retries``,
+        ``timeout`` and ``retry`` policy; finished items are never run again. At most
+        ``concurrency`` items run at once (None: all). The step's output is the list of
+        results in input order.
+        """
+        return self._add(
+            name=name,
+            handler=_no_handler,
+            retries=retries,
+            timeout=timeout,
+            retry=retry,
+            **map_options(name, fn, over, concurrency, batch_size),
+            **routing_options(after, on_failure, max_visits),
+        )
+
+    def branch(
+        self,
+        name: str,
+        *,
+        on: Callable[[StepContext[InputT]], Any],
+        cases: Mapping[str, WorkflowBuilder[Any] | Workflow[Any]],
+        default: WorkflowBuilder[Any] | Workflow[Any] | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+    ) -> WorkflowBuilder[InputT]:
+        """Append a branch: run the chain of ``cases`` whose key ``on(ctx)`` returns.
+
+        The key is evaluated once and recorded, so a resumed run takes the same branch. A key
+        with no case runs ``default``; without a default the step fails with a ``KeyError``.
+        The step's output is the key.
+        """
+        return self._add(
+            name=name,
+            handler=_no_handler,
+            **branch_options(name, on, cases, default),
+            **routing_options(after, on_failure, max_visits),
+        )
+
+    def child(
+        self,
+        name: str,
+        workflow: WorkflowBuilder[Any] | Workflow[Any],
+        *,
+        input: Callable[[StepContext[InputT]], Any] | None = None,
+        timeout: float | None = None,
+        after: Iterable[str] | None = None,
+        on_failure: str | None = None,
+        max_visits: int | None = None,
+    ) -> WorkflowBuilder[InputT]:
+        """Append a child-workflow step: run ``workflow`` on ``input(ctx)`` as a durable child run.
+
+        The child is a run of its own in storage, with an id derived from this run and step,
+        so a resumed parent finds the same child. The parent waits (suspended, if the child
+        suspends) until the child ends. The step's output is ``{"run_id", "status",
+        "outputs"}`` of the child; a child that does not complete fails the step with
+        ``ChildWorkflowError``. ``timeout`` bounds how long the child is driven inline.
+        """
+        return self._add(
+            name=name,
+            timeout=timeout,
+            **child_options(name, workflow, input),
+            **routing_options(after, on_failure, max_visits),
+        )
 
     def deadline(self, seconds: float | timedelta) -> WorkflowBuilder[InputT]:
         """Cancel runs still unfinished ``seconds`` after they were created (even suspended ones)."""
@@ -160,8 +321,9 @@ class WorkflowBuilder(Generic[InputT]):
             raise DuplicateStepError(
                 f"workflow {self.name!r} already has a step named {name!r}; step names must be unique"
             )
-        if options.get("timeout") is not None:
-            options["timeout"] = float(options["timeout"])
+        timeout = options.get("timeout")
+        if isinstance(timeout, int) and not isinstance(timeout, bool):  # validate_step refuses non-numbers
+            options["timeout"] = float(timeout)
         spec = validate_step(StepSpec(name=name, handler=handler, **options))
         return attrs.evolve(self, steps=(*self._steps, spec))
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from flux.errors import SerializationError
-from flux.records import EMPTY, JSON
+from flux.records import EMPTY, JSON, ErrorInfo
+
+if TYPE_CHECKING:
+    from flux.builder import WorkflowBuilder
+    from flux.plan import Workflow
+    from flux.result import RunResult
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
@@ -142,10 +147,13 @@ class StepContext(Generic[InputT]):
         attempt: 1 for the first attempt, 2 for the first retry...
         idempotency_key: stable for this run and step across attempts and resumes; hand it to
             external APIs so a repeated call has no second effect.
+        failure: in a step that a failure was routed to (``on_failure``), that failure.
     """
 
     __slots__ = (
         "_actions",
+        "_children",
+        "_failure",
         "_log",
         "_recorder",
         "_seq",
@@ -157,6 +165,9 @@ class StepContext(Generic[InputT]):
         "step",
         "workflow",
     )
+
+    _failure: ErrorInfo  # set only on the visits a failure was routed to
+    _children: int  # child runs started by this attempt (set by run_child)
 
     def __init__(
         self,
@@ -183,6 +194,32 @@ class StepContext(Generic[InputT]):
         self._recorder = recorder
         self._seq = seq
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def failure(self) -> ErrorInfo | None:
+        """The error of the step whose failure was routed here (``on_failure=``), else None."""
+        try:
+            return self._failure
+        except AttributeError:
+            return None
+
+    async def run_child(self, workflow: Workflow[Any] | WorkflowBuilder[Any], input: Any = None) -> RunResult:
+        """Run ``workflow`` on ``input`` as a durable child run and return its result.
+
+        The child is a run of its own in storage, linked to this step's visit: when this run
+        is resumed (or the step retried), the same child is found again, never a second one.
+        If the child suspends (a signal, a timer), this run suspends too and the step runs
+        again once the child has ended; a worker wakes this run when that happens. Cancelling
+        this run cancels the child.
+
+        Raises:
+            ChildWorkflowError: the child ended failed, rolled back or cancelled (it carries
+                the child's ``ErrorInfo``); not retried.
+            InvalidInputError: ``input`` does not fit the child workflow's input type.
+        """
+        from flux.engine._children import run_child
+
+        return await run_child(self, workflow, input)
 
     @property
     def idempotency_key(self) -> str:

@@ -9,6 +9,10 @@ Messages say what was wrong and what to do about it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flux.records import ErrorInfo
 
 
 class FluxError(Exception):
@@ -40,6 +44,25 @@ class InvalidStepError(PlanError):
 
 class UnknownStepError(PlanError):
     """A step name given to the engine or the builder does not exist in the plan."""
+
+
+class DependencyCycleError(PlanError):
+    """Steps of a dependency plan wait for each other in a circle; ``cycle`` names them in order."""
+
+    def __init__(self, message: str, *, cycle: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.cycle = tuple(cycle)
+
+
+class UnreachableStepError(PlanError):
+    """A step of a dependency plan waits for a step that runs only when another one fails."""
+
+
+class MaxVisitsError(PlanError):
+    """A step was reached more often than its ``max_visits`` (a ``goto`` loop that never ends).
+
+    Raised while the run runs: it is recorded as the failure of the visit it refused.
+    """
 
 
 # --- run errors --------------------------------------------------------------------------
@@ -107,6 +130,24 @@ class SerializationError(StepError, TypeError):
 
 class NonRetryableError(FluxError):
     """Raise this from a handler to fail the step at once, without further retries."""
+
+
+class ChildWorkflowError(NonRetryableError):
+    """A child run started by ``ctx.run_child`` (or a ``.child`` step) did not complete.
+
+    Attributes:
+        run_id: the child run's id.
+        status: how the child ended (``failed``, ``rolled_back`` or ``cancelled``).
+        error: the child's recorded :class:`~flux.ErrorInfo` (None if it recorded none).
+
+    It is not retried: the step would only meet the same finished child again.
+    """
+
+    def __init__(self, message: str, *, run_id: str, status: str, error: ErrorInfo | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.error = error
 
 
 class RetryAfter(FluxError):

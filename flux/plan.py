@@ -1,8 +1,8 @@
 """The immutable plan a builder compiles to, and its validation.
 
 A :class:`Workflow` is a frozen list of :class:`StepSpec`. Its ``fingerprint`` hashes the step
-names, kinds and order (not their code); a run stores it, so flux can tell when a stored run
-meets a changed plan.
+names, kinds and order, and the structure of constructs (branches, cases, dependencies, failure
+routes), not their code; a run stores it, so flux can tell when a stored run meets a changed plan.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import attrs
 
@@ -26,8 +27,13 @@ from flux.errors import (
 from flux.retry import RetryPolicy
 from flux.serde import InputCodec
 
+if TYPE_CHECKING:
+    from flux._shape import PlanShape
+    from flux.constructs import Construct
+
 InputT = TypeVar("InputT")
-StepKind = Literal["step", "commit", "wait", "sleep"]
+StepKind = Literal["step", "commit", "wait", "sleep", "parallel", "map", "branch", "child"]
+DEFAULT_MAX_VISITS = 100
 
 _SHAPES = {"step": '["{}"]', "commit": '[["{}"]]', "wait": '{{{{"{}"}}}}', "sleep": '(["{}"])'}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,127}$")
@@ -61,6 +67,11 @@ class StepSpec:
     ``retries`` and ``timeout`` are None when the step leaves them to the engine's defaults.
     Wait steps (``kind="wait"``) name their ``signal`` and ``wait_timeout``; sleep steps
     (``kind="sleep"``) have a ``duration`` in seconds or an ``until(ctx) -> datetime``.
+    ``after`` lists the steps a step of a dependency plan waits for (None: the step before it);
+    ``on_failure`` names the step a failure is routed to; ``goto`` declares the steps its
+    handler may jump to (None: any step of its chain); ``max_visits`` bounds how often the
+    step may be reached (``goto`` loops); ``construct`` holds the parts of a parallel group,
+    map, branch or child step.
     """
 
     name: str
@@ -75,6 +86,11 @@ class StepSpec:
     wait_timeout: float | None = None
     duration: float | None = None
     until: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+    after: tuple[str, ...] | None = None
+    on_failure: str | None = None
+    goto: tuple[str, ...] | None = None
+    max_visits: int = DEFAULT_MAX_VISITS
+    construct: Construct | None = None
     is_async: bool = attrs.field(eq=False)
 
     @is_async.default
@@ -100,6 +116,11 @@ class StepSpec:
             "signal": self.signal,
             "wait_timeout": self.wait_timeout,
             "duration": self.duration,
+            "after": None if self.after is None else list(self.after),
+            "on_failure": self.on_failure,
+            "goto": None if self.goto is None else list(self.goto),
+            "max_visits": self.max_visits,
+            **({} if self.construct is None else self.construct.describe()),
         }
 
 
@@ -110,10 +131,16 @@ def validate_step(spec: StepSpec) -> StepSpec:
         raise InvalidStepError(
             f"{where}: the handler must be a function taking a StepContext, got {spec.handler!r}"
         )
-    if spec.retries is not None and (isinstance(spec.retries, bool) or spec.retries < 0):
-        raise InvalidStepError(f"{where}: retries must be an int >= 0, got {spec.retries!r}")
-    if spec.timeout is not None and not spec.timeout > 0:
-        raise InvalidStepError(f"{where}: timeout must be a positive number of seconds, got {spec.timeout!r}")
+    retries = spec.retries
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
+        raise InvalidStepError(f"{where}: retries must be an int >= 0, got {retries!r}")
+    timeout = spec.timeout
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+    ):
+        raise InvalidStepError(
+            f"{where}: timeout must be a positive, finite number of seconds, got {timeout!r}"
+        )
     if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
         raise InvalidStepError(f"{where}: retry= takes a RetryPolicy, got {spec.retry!r}")
     for option in ("when", "compensate"):
@@ -130,6 +157,7 @@ def validate_step(spec: StepSpec) -> StepSpec:
         raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
     if spec.signal is not None:
         check_name(spec.signal, "signal")
+    _validate_routing(spec, where)
     if spec.commit and spec.compensate is not None:
         raise InvalidStepError(
             f"{where}: a commit step cannot take compensate=; commit steps are irreversible. "
@@ -138,9 +166,42 @@ def validate_step(spec: StepSpec) -> StepSpec:
     return spec
 
 
+def _validate_routing(spec: StepSpec, where: str) -> None:
+    visits = spec.max_visits
+    if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
+        raise InvalidStepError(f"{where}: max_visits must be an int >= 1, got {visits!r}")
+    if spec.on_failure is not None:
+        check_name(spec.on_failure, "on_failure target")
+    for option in ("after", "goto"):
+        names = getattr(spec, option)
+        if names is None:
+            continue
+        if isinstance(names, str) or not isinstance(names, tuple):
+            raise InvalidStepError(f"{where}: {option}= takes a list of step names, got {names!r}")
+        for name in names:
+            check_name(name, f"{option}= target")
+
+
+def step_shape(spec: StepSpec) -> list[Any]:
+    """A step's part of the fingerprint: ``[name, kind]`` plus its structure, if it has any."""
+    shape: list[Any] = [spec.name, spec.kind]
+    extra: dict[str, Any] = {}
+    if spec.after is not None:
+        extra["after"] = list(spec.after)
+    if spec.on_failure is not None:
+        extra["on_failure"] = spec.on_failure
+    if spec.goto is not None:
+        extra["goto"] = list(spec.goto)
+    if spec.construct is not None:
+        extra.update(spec.construct.shape())
+    if extra:
+        shape.append(extra)
+    return shape
+
+
 def fingerprint_of(name: str, steps: tuple[StepSpec, ...]) -> str:
-    """A stable hash of the workflow name and its step names, kinds and order."""
-    shape = [name, [[s.name, s.kind] for s in steps]]
+    """A stable hash of the workflow name and its step names, kinds, order and structure."""
+    shape = [name, [step_shape(s) for s in steps]]
     digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).hexdigest()
     return digest[:16]
 
@@ -157,6 +218,7 @@ class Workflow(Generic[InputT]):
     fingerprint: str = attrs.field(init=False)
     codec: InputCodec[InputT] = attrs.field(init=False, eq=False, repr=False)
     _index: Mapping[str, int] = attrs.field(init=False, eq=False, repr=False)
+    _shape: PlanShape = attrs.field(init=False, eq=False, repr=False)
 
     @fingerprint.default
     def _fingerprint(self) -> str:
@@ -185,6 +247,9 @@ class Workflow(Generic[InputT]):
             )
         for spec in self.steps:
             validate_step(spec)
+        from flux._shape import shape_of
+
+        object.__setattr__(self, "_shape", shape_of(self.name, self.steps))
         if self.deadline is not None and not self.deadline > 0:
             raise InvalidStepError(
                 f"workflow {self.name!r}: deadline must be a positive number of seconds, "
@@ -193,8 +258,22 @@ class Workflow(Generic[InputT]):
 
     @property
     def signals(self) -> frozenset[str]:
-        """The signal names the plan's wait steps take."""
-        return frozenset(spec.signal for spec in self.steps if spec.signal is not None)
+        """The signal names the plan's wait steps take (nested ones included)."""
+        return frozenset(spec.signal for spec in self._shape.specs.values() if spec.signal is not None)
+
+    @property
+    def plain(self) -> bool:
+        """True for a straight chain of steps, commits, waits, sleeps and child steps."""
+        return self._shape.plain
+
+    @property
+    def shape(self) -> PlanShape:
+        """The plan's structure: every step by name, its chains, dependencies and routes."""
+        return self._shape
+
+    def find(self, name: str) -> StepSpec | None:
+        """The step called ``name`` anywhere in the plan (nested ones included), or None."""
+        return self._shape.specs.get(name)
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -224,6 +303,7 @@ class Workflow(Generic[InputT]):
             "fingerprint": self.fingerprint,
             "input": self.codec.type_name,
             "deadline": self.deadline,
+            "graph": self._shape.deps is not None,
             "steps": [spec.describe() for spec in self.steps],
         }
 
@@ -231,8 +311,14 @@ class Workflow(Generic[InputT]):
         """The plan as a Mermaid flowchart.
 
         Commit steps are drawn as double boxes, waits for signals as hexagons, sleeps as
-        rounded boxes.
+        rounded boxes; parallel groups and branch cases as subgraphs, branch decisions as
+        diamonds, maps as stacked boxes, child workflows as subroutine boxes, dependencies as
+        edges, ``on_failure`` routes as dotted edges labelled ``on failure``.
         """
+        if not self.plain or any(spec.kind == "child" for spec in self.steps):
+            from flux._mermaid import draw
+
+            return draw(self)
         lines = ["flowchart TD", "    start((start))"]
         previous = "start"
         for i, spec in enumerate(self.steps):

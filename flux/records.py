@@ -174,11 +174,14 @@ def replay_data(steps: Iterable[StepRecord]) -> dict[str, JSON]:
 
 
 def replay_outputs(steps: Iterable[StepRecord]) -> dict[str, JSON]:
-    """Collect the outputs of completed visits (later visits overwrite earlier ones)."""
+    """Collect the outputs of completed visits (later visits overwrite earlier ones).
+
+    Map items (``map[i]``) are left out: their results make up the map step's output.
+    """
     return {
         record.step: record.output
         for record in steps
-        if record.status in _HAS_OUTPUT and record.output is not None
+        if record.status in _HAS_OUTPUT and record.output is not None and "[" not in record.step
     }
 
 

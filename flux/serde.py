@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
 import cattrs
+import cattrs.cols
 
 from flux.errors import InvalidInputError, SerializationError
 
@@ -64,6 +65,23 @@ def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
     return (path, f"a {type(value).__name__} object")
 
 
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_json(value: Any) -> bool:
+    """True when ``value`` holds only JSON types (str keys, finite floats); fast on exact types."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) for key in value) and all(map(_is_json, value.values()))
+    if isinstance(value, list | tuple):
+        return all(map(_is_json, value))
+    return isinstance(value, str | int)  # str and int subclasses (enums)
+
+
 def check_json(value: JSON, where: str, *, step: str | None = None) -> None:
     """Raise :class:`SerializationError` unless ``value`` can be stored as JSON.
 
@@ -72,14 +90,14 @@ def check_json(value: JSON, where: str, *, step: str | None = None) -> None:
     if value is None or isinstance(value, str | bool | int):
         return
     try:
-        _dumps(value)
-        bad = None
-    except (TypeError, ValueError, OverflowError):
+        # json.dumps would quietly turn non-str keys ({1: "a"}) into strings: walk instead.
+        if _is_json(value):
+            return
         bad = _find_bad(value, "")
-        if bad is None:  # pragma: no cover - json refused something _find_bad accepts
-            bad = ("", "a value json cannot encode")
-    if bad is None:
-        return
+    except RecursionError:
+        bad = ("", "nested too deeply (or it contains itself)")
+    if bad is None:  # pragma: no cover - _is_json refused something _find_bad accepts
+        bad = ("", "a value json cannot encode")
     path, what = bad
     raise SerializationError(
         f"{where}{path} is {what}, which cannot be stored: flux keeps only JSON values "
@@ -100,8 +118,8 @@ def _strict(kind: type[Any], accepts: tuple[type[Any], ...]) -> Callable[[Any, A
     return structure
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter()
+def _make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
     conv.register_structure_hook(str, _strict(str, (str,)))
     conv.register_structure_hook(int, _strict(int, (int,)))
     conv.register_structure_hook(float, _strict(float, (int, float)))
@@ -113,10 +131,29 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(
         timedelta, lambda v, _: v if isinstance(v, timedelta) else timedelta(seconds=float(v))
     )
+    conv.register_structure_hook_factory(cattrs.cols.is_sequence, lambda kind: _no_text(kind, conv))
     return conv
 
 
+def _no_text(kind: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Structure lists and tuples, but refuse a str, bytes or dict (cattrs would iterate them)."""
+    tuple_like = (getattr(kind, "__origin__", None) or kind) is tuple
+    cols = cattrs.cols
+    make = cols.homogenous_tuple_structure_factory if tuple_like else cols.list_structure_factory
+    inner = make(kind, conv)
+
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, str | bytes | dict):
+            raise TypeError(f"expected a list, got {type(value).__name__} {value!r}")
+        return inner(value, kind)
+
+    return structure
+
+
 _CONVERTER = _make_converter()
+_STRICT = _make_converter(forbid_extra_keys=True)
+"""Checks callers' input: a field the type does not have is a mistake. Stored inputs are
+restored leniently, so a run survives a field's removal from its input type."""
 
 
 def _messages(exc: BaseException) -> list[str]:
@@ -157,8 +194,13 @@ class InputCodec(Generic[T]):
         try:
             raw = _CONVERTER.unstructure(typed, self.kind)
             check_json(raw, "the input")
-        except (SerializationError, TypeError, ValueError) as exc:
-            raise InvalidInputError(f"invalid input for workflow {self.workflow!r}: {exc}") from None
+            if not isinstance(value, dict):  # an instance may hold wrongly typed fields
+                _STRICT.structure(copy_json(raw), self.kind)  # what a resume will have to do
+        except Exception as exc:
+            details = "; ".join(_messages(exc))
+            raise InvalidInputError(
+                f"invalid input for workflow {self.workflow!r} (expects {self.type_name}): {details}"
+            ) from None
         return typed, raw
 
     def restore(self, raw: JSON) -> T:
@@ -180,7 +222,7 @@ class InputCodec(Generic[T]):
                 f"dict of its fields, got {type(value).__name__} {value!r}"
             )
         try:
-            return _CONVERTER.structure(value, self.kind)
+            return _STRICT.structure(value, self.kind)
         except Exception as exc:
             details = "; ".join(_messages(exc))
             raise InvalidInputError(

@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import attrs
 
+from flux.control import Directive
 from flux.plan import check_name
 
 
 @attrs.frozen(kw_only=True)
-class WaitRequest:
+class WaitRequest(Directive):
     """Returned by a handler (``return flux.wait("approved")``) to wait for ``signal``.
 
     The run suspends; the signal's payload becomes the step's output. ``timeout`` in seconds.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.records import RunRecord
 from flux.result import RunResult
+from flux.status import RunStatus
 
 if TYPE_CHECKING:
     from flux.engine import FluxEngine
@@ -127,6 +128,11 @@ class Worker:
         claimed = await engine._claim(run)
         if claimed is None:
             return
+        if not _still_wanted(claimed, engine.clock.now()):
+            # Another worker drove it between our look and our claim: a finished run would be
+            # finished again, a failed one run again.
+            await engine.storage.release(run.id, engine.owner)
+            return
         task = asyncio.get_running_loop().create_task(engine._resume_claimed(plan, claimed, None))
         self._tasks[task] = run.id
         task.add_done_callback(self._done)
@@ -153,6 +159,15 @@ class Worker:
         for run_id in left.values():
             if run_id is not None:
                 await self.engine.storage.release(run_id, self.engine.owner)
+
+
+def _still_wanted(run: RunRecord, now: datetime) -> bool:
+    """Whether a claimed candidate still needs driving: in flight, or waiting and due."""
+    if run.status in (RunStatus.RUNNING, RunStatus.ROLLING_BACK):
+        return True
+    if run.status in (RunStatus.PENDING, RunStatus.SUSPENDED):
+        return run.wake_at is not None and run.wake_at <= now
+    return False
 
 
 def _abandoned(run: RunRecord, now: datetime) -> bool:

@@ -20,7 +20,11 @@ import attrs
 
 from flux.clock import Clock
 from flux.context import RunData, StepContext
+from flux.control import Directive
 from flux.engine._attempt import call_handler
+from flux.engine._children import RunHooks, suspend_for_child
+from flux.engine._flow import Jump, complete_goto, run_flow
+from flux.engine._visit import ChildPending
 from flux.errors import LeaseLostError, WaitTimeoutError
 from flux.events import (
     Event,
@@ -69,6 +73,8 @@ class EngineContext:
     lease: timedelta
     durable_after: float
     """Retry delays and sleeps longer than this many seconds suspend the run durably."""
+    hooks: RunHooks | None = None
+    """Called at a run's end and cancellation (links child runs to their parents)."""
 
 
 class Outcome(enum.Enum):
@@ -147,12 +153,14 @@ class RunDriver:
         fields.update(changes)
         self._header = RunRecord(**fields)
         pending, self._pending = self._pending, {}
+        # Taken with the records: concurrent visits' events wait for their own checkpoints.
+        events, self._events = self._events, []
         try:
             await self.env.storage.checkpoint(self.header, tuple(pending.values()))
         except BaseException:
             self._pending = {**pending, **self._pending}  # written again by the next checkpoint
+            self._events = events + self._events
             raise
-        events, self._events = self._events, []
         for event in events:
             await self.env.bus.emit(event)
 
@@ -221,6 +229,8 @@ class RunDriver:
     async def _advance(self, start: int) -> RunResult:
         if self.header.status == RunStatus.ROLLING_BACK and self.header.error is not None:
             return await self._rollback(self.header.error)
+        if not self.workflow.plain:  # constructs, dependencies, failure routes
+            return await run_flow(self, start)
         steps = self.workflow.steps
         for index in range(start, len(steps)):
             spec = steps[index]
@@ -237,10 +247,12 @@ class RunDriver:
                     condition=prior.condition,
                 )
             outcome = await self._run_step(spec, record)
-            if outcome is Outcome.SUSPENDED:
-                return self.result()
-            if isinstance(outcome, StepRecord):
-                return await self._fail(outcome)
+            if outcome is not Outcome.DONE:
+                if outcome is Outcome.SUSPENDED:
+                    return self.result()
+                if isinstance(outcome, StepRecord):
+                    return await self._fail(outcome)
+                return await run_flow(self, outcome.target)  # a goto
         return await self._finish(RunStatus.COMPLETED)
 
     def _reapply(self, prior: StepRecord) -> None:
@@ -262,7 +274,7 @@ class RunDriver:
                 return last
         return None
 
-    async def _run_step(self, spec: StepSpec, record: StepRecord | None) -> Outcome | StepRecord:
+    async def _run_step(self, spec: StepSpec, record: StepRecord | None) -> Outcome | StepRecord | Jump:
         """Run one step visit with its retries; returns its failed record on failure.
 
         ``record`` is the open record of a visit that stopped midway, None for a new visit.
@@ -310,7 +322,9 @@ class RunDriver:
             context = self._context(spec, record, attempt, actions)
             try:
                 output = await self._call(spec.handler, context, timeout, spec.is_async)
-                if isinstance(output, WaitRequest):
+                if isinstance(output, Directive):
+                    if not isinstance(output, WaitRequest):
+                        return complete_goto(self, spec, seq, output)
                     changed, removed = self.data.take_changes()
                     waiting = attrs.evolve(
                         self.records[seq],
@@ -329,6 +343,8 @@ class RunDriver:
                 output, data_set = copy_json(output), copy_json(data_set) if data_set else data_set
             except LeaseLostError:
                 raise
+            except ChildPending as pending:  # ctx.run_child: the child has not ended yet
+                return await suspend_for_child(self, spec, seq, attempt, pending)
             except Exception as exc:
                 # A failed attempt leaves no data behind: back to the data the records hold.
                 self.data.load(copy_json(replay_data(self.records)).items())
@@ -537,6 +553,8 @@ class RunDriver:
     async def _cancelled(self, reason: str, compensate: bool) -> RunResult:
         """End the run ``cancelled``: the open step visit fails, compensation if asked for."""
         error = ErrorInfo(type="Cancelled", message=reason)
+        if self.env.hooks is not None:  # open visits of concurrent steps, child runs
+            await self.env.hooks.cancelled(self, error)
         if self.records and self.records[-1].status in _OPEN:
             last = self.records[-1]
             self._put(
@@ -553,26 +571,28 @@ class RunDriver:
         return await self._rollback(error)
 
     def _compensable(self) -> list[StepRecord]:
-        """Completed visits whose step has a compensation, newest first."""
-        steps = self.workflow.steps
+        """Completed visits whose step has a compensation, newest first (nested steps too)."""
+        find = self.workflow.find
         undoable = (StepStatus.COMPLETED, StepStatus.COMPENSATING)
         return [
             r
             for r in reversed(self.records)
-            if r.status in undoable and steps[self.workflow.index_of(r.step)].compensate is not None
+            if r.status in undoable and getattr(find(r.step), "compensate", None) is not None
         ]
 
     async def _rollback(self, error: ErrorInfo) -> RunResult:
         """Compensate newest first; ends ``rolled_back`` (``cancelled`` after a cancellation)."""
         for record in self._compensable():
-            spec = self.workflow.steps[self.workflow.index_of(record.step)]
+            spec = self.workflow.find(record.step)
+            assert spec is not None
             self._put(attrs.evolve(record, status=StepStatus.COMPENSATING))
             await self._flush()
             try:
                 await self._compensate(spec, record)
             except Exception as exc:
                 comp_error = ErrorInfo.from_exception(exc, step=spec.name)
-                self._put(attrs.evolve(record, status=StepStatus.FAILED, error=comp_error))
+                # Not undone, so still completed: a resume must not run the step again.
+                self._put(attrs.evolve(record, status=StepStatus.COMPLETED, error=comp_error))
                 self._event(StepCompensate, step=spec.name, attempt=record.attempts, error=comp_error)
                 self._event(RollbackComplete, succeeded=False)
                 return await self._finish(
@@ -585,6 +605,13 @@ class RunDriver:
         return await self._finish(final, error=error)
 
     async def _compensate(self, spec: StepSpec, record: StepRecord) -> None:
+        assert spec.compensate is not None
+        try:
+            await self._compensate_attempts(spec, record)
+        finally:  # compensations' writes to ctx.data are not kept
+            self.data.load(copy_json(replay_data(self.records)).items())
+
+    async def _compensate_attempts(self, spec: StepSpec, record: StepRecord) -> None:
         assert spec.compensate is not None
         policy = self.env.policies(spec)
         timeout = spec.timeout or self.env.default_timeout
@@ -611,6 +638,8 @@ class RunDriver:
         else:
             self._event(WorkflowError, status=status.value, error=error, duration=duration)
         await self._flush(status=status, finished_at=now, error=error, lease_expires_at=None, wake_at=None)
+        if self.env.hooks is not None:  # a child run wakes its parent
+            await self.env.hooks.finished(self)
         return self.result()
 
 

@@ -17,6 +17,7 @@ import attrs
 
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
+from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import new_owner_id, owner_is_dead
 from flux.engine._plans import WorkflowRegistry, latest_visits, open_signals, resume_point
@@ -133,6 +134,7 @@ class FluxEngine:
             owner=self.owner,
             lease=timedelta(seconds=lease),
             durable_after=durable_after,
+            hooks=RunHooks(self),
         )
         subscribe = getattr(self.clock, "subscribe", None)
         if callable(subscribe):  # a FakeClock wakes workers when the test moves time
@@ -350,7 +352,11 @@ class FluxEngine:
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
-        task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
+        token = CURRENT_ENGINE.set(self)  # copied into the task: ctx.run_child finds this engine
+        try:
+            task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
+        finally:
+            CURRENT_ENGINE.reset(token)
         self._active[run_id] = driver
         self._tasks[run_id] = task
         self._ensure_heartbeat()
@@ -505,7 +511,9 @@ class FluxEngine:
                 logger.error("cannot recover run %s: %s", run.id, exc)
                 continue
             claimed = await self._claim(run)
-            if claimed is not None:
+            if claimed is not None and claimed.status not in _RECOVERABLE:
+                await self.storage.release(run.id, self.owner)  # it ended since we listed it
+            elif claimed is not None:
                 jobs.append(self._resume_claimed(plan, claimed, None))
         return list(await asyncio.gather(*jobs))
 
@@ -613,22 +621,33 @@ class FluxEngine:
                 run_id, {"reason": reason or "cancelled", "compensate": compensate}
             )
             return RunResult.from_record(run)
-        plan = self._registry.for_run(claimed)
+        try:
+            plan = self._registry.for_run(claimed)
+        except RunError:
+            await self.storage.release(run_id, self.owner)  # no claim left to block workers
+            raise
         driver = RunDriver(self._env, plan, claimed, list(claimed.steps), plan.codec.restore(claimed.input))
         driver.request_cancel(reason, compensate)
         return await driver.cancel_now()
 
     async def check_cancel_requests(self) -> int:
-        """Cancel the runs driven here that another process asked to cancel; returns how many."""
-        if not self._active:
-            return 0
+        """Cancel the runs held here that another process asked to cancel; returns how many.
+
+        A run that suspended after the request was stored but before it was noticed has no
+        driver left to notice it: it is cancelled here too.
+        """
         count = 0
         for run in await self.storage.cancel_requests(self.owner):
             driver, task = self._active.get(run.id), self._tasks.get(run.id)
             request = run.cancel_requested or {}
-            if driver is not None and task is not None and driver.cancel_request is None:
-                driver.request_cancel(request.get("reason"), bool(request.get("compensate")))
-                task.cancel()
+            reason, compensate = request.get("reason"), bool(request.get("compensate"))
+            if driver is not None and task is not None:
+                if driver.cancel_request is None:
+                    driver.request_cancel(reason, compensate)
+                    task.cancel()
+                    count += 1
+            elif run.lease_expires_at is None:
+                await self.cancel(run.id, reason, compensate=compensate)
                 count += 1
         return count
 

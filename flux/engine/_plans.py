@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from flux.engine._positions import flow_resume_point, jumped
 from flux.errors import PlanMismatchError, WorkflowNotRegisteredError
 from flux.plan import Workflow
 from flux.records import RunRecord, StepRecord
@@ -21,8 +22,11 @@ def latest_visits(records: Iterable[StepRecord]) -> dict[str, StepRecord]:
 def resume_point(workflow: Workflow[Any], records: Sequence[StepRecord]) -> int:
     """The index of the first plan step whose latest visit is not completed or skipped.
 
-    ``len(workflow.steps)`` when every step is done.
+    ``len(workflow.steps)`` when every step is done. Plans beyond a straight chain, and chains
+    whose history holds a ``goto``, continue where their recorded visits say instead.
     """
+    if not workflow.plain or jumped(records):
+        return flow_resume_point(workflow, records)
     latest = latest_visits(records)
     for index, spec in enumerate(workflow.steps):
         visit = latest.get(spec.name)
@@ -83,10 +87,11 @@ def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     found: list[str] = []
     recorded: list[str] = []
     for record in run.steps:
-        if record.step not in recorded:
-            recorded.append(record.step)
+        name = record.step.split("[", 1)[0]  # a map item counts as its map step
+        if name not in recorded:
+            recorded.append(name)
     for name in recorded:
-        if name not in planned:
+        if workflow.find(name) is None:
             found.append(f"step {name!r} ran in the run but is not in the plan")
     order = [name for name in recorded if name in planned]
     if order != sorted(order, key=planned.index):
@@ -105,14 +110,14 @@ def open_signals(workflow: Workflow[Any] | None, records: Sequence[StepRecord]) 
     latest = latest_visits(records)
     counts: dict[str, int] = {}
     dynamic = {r.step for r in latest.values() if r.waiting_for and r.status not in _DONE}
-    for spec in workflow.steps if workflow is not None else ():
+    for spec in workflow.shape.specs.values() if workflow is not None else ():
         visit = latest.get(spec.name)
         if spec.signal is not None and (visit is None or visit.status not in _DONE):
             counts[spec.signal] = counts.get(spec.signal, 0) + 1
     for name in dynamic:
         signal = latest[name].waiting_for
         if signal is not None and (
-            workflow is None or workflow.steps[workflow.index_of(name)].signal != signal
+            workflow is None or getattr(workflow.find(name), "signal", None) != signal
         ):
             counts[signal] = counts.get(signal, 0) + 1
     return counts

@@ -2,5 +2,6 @@
 
 from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
+from flux.storage.sqlite import SQLiteStorage
 
-__all__ = ["MemoryStorage", "Storage"]
+__all__ = ["MemoryStorage", "SQLiteStorage", "Storage"]

@@ -245,4 +245,4 @@ class MemoryStorage:
 
     def _assemble(self, entry: _Entry) -> RunRecord:
         steps = tuple(_copy_step(entry.steps[seq]) for seq in sorted(entry.steps))
-        return attrs.evolve(entry.run, input=copy_json(entry.run.input), steps=steps)
+        return attrs.evolve(entry.header(), steps=steps)

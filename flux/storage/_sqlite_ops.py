@@ -1,0 +1,348 @@
+"""SQLiteStorage's operations as plain functions of a ``sqlite3.Connection``.
+
+Each public method is a whole transaction and runs in one go on aiosqlite's worker thread (see
+``SQLiteStorage._call``), so every storage call costs one thread hop. Writes start with
+``BEGIN IMMEDIATE`` (the write lock up front: no deadlock between two writers upgrading read
+locks); a busy database is waited for by SQLite's busy timeout, and the few "busy" answers
+SQLite gives without waiting (while another process opens or recovers the WAL) are retried here
+until the same timeout.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flux.errors import LeaseLostError, SchemaVersionError, StorageError
+from flux.records import RunRecord, SignalRecord
+from flux.status import RunStatus
+from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros
+from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
+
+T = TypeVar("T")
+Checkpoint = tuple[Row, Sequence[Row], bool]
+"""One checkpoint: the encoded run row, its encoded step rows, and whether its input is the
+one this process wrote last for the run (then an existing row keeps its input column)."""
+
+_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+_CHUNK = 500  # run ids per IN (...) list: well under SQLite's parameter limit
+_FINISHED = frozenset(s.value for s in RunStatus if s.finished)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True for "database is locked / busy" errors, which are worth waiting out."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY
+
+
+class SQLiteOps:
+    """The transactions of one database and table prefix (used from one thread at a time)."""
+
+    def __init__(self, sql: Statements, busy_timeout: float, path: str) -> None:
+        self.sql = sql
+        self.busy_timeout = busy_timeout
+        self.path = path
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def _transaction(self, conn: sqlite3.Connection, write: bool, body: Callable[..., T], *args: Any) -> T:
+        """Run ``body(conn, *args)`` in one transaction, retrying while the database is busy.
+
+        SQLite's busy handler already waits for a lock; the retries cover the "busy" answers
+        given without waiting, within the same overall ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = body(conn, *args)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def setup(self, conn: sqlite3.Connection, read_only: bool) -> int:
+        """Set the pragmas and bring the schema to the latest version; returns that version.
+
+        Raises:
+            SchemaVersionError: the database was written by a newer flux.
+            StorageError: a read-only database needs migrating.
+        """
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        if not read_only:
+            # Switching to WAL needs a moment of exclusive access; another process opening the
+            # same file at the same time gets "busy" without SQLite's busy handler: retry.
+            self._while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = self._transaction(conn, False, self._version)
+        if version == LATEST_VERSION:
+            return version
+        self._check_not_newer(version)
+        if read_only:
+            raise StorageError(
+                f"SQLite database {self.path!r} has flux schema version {version} and needs "
+                f"migrating to {LATEST_VERSION}, but it is open read-only; open it once with write "
+                "access to migrate it"
+            )
+        return self._transaction(conn, True, self._migrate)
+
+    def _while_busy(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _version(self, conn: sqlite3.Connection) -> int:
+        if conn.execute(self.sql["has_version_table"]).fetchone() is None:
+            return 0
+        return int(conn.execute(self.sql["current_version"]).fetchone()[0])
+
+    def _check_not_newer(self, version: int) -> None:
+        if version > LATEST_VERSION:
+            raise SchemaVersionError(
+                f"SQLite database {self.path!r} has flux schema version {version}, but this flux "
+                f"knows versions up to {LATEST_VERSION}: it was written by a newer flux. Upgrade "
+                "flux (pip install -U flux-workflow) or use another database file."
+            )
+
+    def _migrate(self, conn: sqlite3.Connection) -> int:
+        version = self._version(conn)  # again, now under the write lock
+        self._check_not_newer(version)
+        conn.execute(self.sql["create_version_table"])
+        applied_at = datetime.now(UTC).isoformat()
+        for migration in MIGRATIONS:
+            if migration.version > version:
+                for statement in self.sql.migration(migration):
+                    conn.execute(statement)
+                params = (migration.version, migration.description, applied_at)
+                conn.execute(self.sql["record_version"], params)
+        return LATEST_VERSION
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def write_checkpoints(
+        self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
+    ) -> list[BaseException | None]:
+        """Write a batch of checkpoints in one transaction; one outcome per checkpoint.
+
+        A checkpoint fenced off by another owner gets a :class:`LeaseLostError` and writes
+        nothing; the others commit. Should the batch fail as a whole for another reason, each
+        checkpoint is retried in its own transaction so that only the bad one fails.
+        """
+        try:
+            return self._transaction(conn, True, self._write_batch, batch)
+        except sqlite3.Error as exc:
+            if len(batch) == 1 or is_busy(exc):
+                raise
+        outcomes: list[BaseException | None] = []
+        for item in batch:
+            try:
+                outcomes.extend(self._transaction(conn, True, self._write_batch, [item]))
+            except sqlite3.Error as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _write_batch(
+        self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
+    ) -> list[BaseException | None]:
+        sql = self.sql
+        steady, keep_input, update = sql["run_steady"], sql["run_steady_keep_input"], sql["run_checkpoint"]
+        owner_of, insert, upsert = sql["run_owner"], sql["run_insert"], sql["step_upsert"]
+        outcomes: list[BaseException | None] = []
+        for run, steps, same_input in batch:
+            run_id, owner = run[0], run[9]
+            # Row positions: see RUN_COLUMNS. First the steady UPDATE (no indexed column
+            # changes), else the full one (fenced by the owner), else it is a new run or fenced.
+            where = (run_id, owner, run[1], run[3], run[11])
+            if same_input:
+                written = conn.execute(keep_input, (run[2], *run[6:9], run[10], run[12], *where))
+            else:
+                written = conn.execute(steady, (run[2], run[4], *run[6:9], run[10], run[12], *where))
+            if written.rowcount == 0:
+                written = conn.execute(update, (*run[1:5], *run[6:13], run_id, owner, owner))
+            if written.rowcount == 0:
+                found = conn.execute(owner_of, (run_id,)).fetchone()
+                if found is not None:
+                    outcomes.append(
+                        LeaseLostError(f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id)
+                    )
+                    continue
+                conn.execute(insert, run)
+            for step in steps:
+                conn.execute(upsert, step)
+            outcomes.append(None)
+        return outcomes
+
+    def save(self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row]) -> None:
+        """Upsert a run (keeping its created_at) and replace its step records."""
+        self._transaction(conn, True, self._save, run, steps)
+
+    def _save(self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row]) -> None:
+        conn.execute(self.sql["run_upsert"], run)
+        conn.execute(self.sql["steps_delete"], (run[0],))
+        conn.executemany(self.sql["step_upsert"], steps)
+
+    def load(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        """The run with its step records, or None."""
+        return self._transaction(conn, False, self._load, run_id)
+
+    def _load(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        row = conn.execute(self.sql["run_select"], (run_id,)).fetchone()
+        if row is None:
+            return None
+        return decode_run(row, conn.execute(self.sql["steps_select"], (run_id,)).fetchall())
+
+    def list_runs(
+        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+    ) -> list[RunRecord]:
+        """Runs newest first (``limit`` -1: no limit), with their step records."""
+        return self._transaction(conn, False, self._list, workflow, statuses, limit, offset)
+
+    def _list(
+        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+    ) -> list[RunRecord]:
+        query = self.sql.list_runs(workflow is not None, len(statuses))
+        params = ([] if workflow is None else [workflow]) + [*statuses, limit, offset]
+        rows = conn.execute(query, params).fetchall()
+        steps: dict[str, list[Row]] = {row[0]: [] for row in rows}
+        ids = list(steps)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            for step in conn.execute(self.sql.with_marks("steps_select_many", len(chunk)), chunk):
+                steps[step[0]].append(step)
+        return [decode_run(row, steps[row[0]]) for row in rows]
+
+    def delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
+        """Remove a run, its step records and its signals."""
+        return self._transaction(conn, True, self._delete, run_id)
+
+    def _delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
+        conn.execute(self.sql["steps_delete"], (run_id,))
+        conn.execute(self.sql["signals_delete"], (run_id,))
+        return conn.execute(self.sql["run_delete"], (run_id,)).rowcount > 0
+
+    def prune(self, conn: sqlite3.Connection, statuses: Sequence[str], older_than: int) -> int:
+        """Delete finished runs of ``statuses`` finished before ``older_than``; how many."""
+        return self._transaction(conn, True, self._prune, statuses, older_than)
+
+    def _prune(self, conn: sqlite3.Connection, statuses: Sequence[str], older_than: int) -> int:
+        where, params = self.sql["prune_where"], [*statuses, older_than]
+        for name in ("prune_steps", "prune_signals"):
+            conn.execute(self.sql.with_marks(name, len(statuses), where=where), params)
+        return conn.execute(self.sql.with_marks("prune_runs", len(statuses), where=where), params).rowcount
+
+    # --- leases ---------------------------------------------------------------------------
+
+    def claim(
+        self, conn: sqlite3.Connection, run_id: str, owner: str, lease: int, now: int, takeover: str | None
+    ) -> RunRecord | None:
+        """Compare-and-set the run's owner; the claimed run, or None."""
+        return self._transaction(conn, True, self._claim, run_id, owner, lease, now, takeover)
+
+    def _claim(
+        self, conn: sqlite3.Connection, run_id: str, owner: str, lease: int, now: int, takeover: str | None
+    ) -> RunRecord | None:
+        params = (owner, lease, run_id, owner, takeover, now)
+        if conn.execute(self.sql["claim"], params).rowcount == 0:
+            return None
+        return self._load(conn, run_id)
+
+    def renew(self, conn: sqlite3.Connection, owner: str, lease: int) -> int:
+        """Extend every lease ``owner`` holds; how many."""
+        renew = self.sql["renew"]
+        return self._transaction(conn, True, lambda c: int(c.execute(renew, (lease, owner)).rowcount))
+
+    def release(self, conn: sqlite3.Connection, run_id: str, owner: str) -> None:
+        """Drop ``owner``'s claim on the run."""
+        self._transaction(conn, True, lambda c: c.execute(self.sql["release"], (run_id, owner)))
+
+    # --- signals --------------------------------------------------------------------------
+
+    def add_signal(
+        self, conn: sqlite3.Connection, run_id: str, name: str, payload: str | None, at: int
+    ) -> SignalRecord | None:
+        """Store a signal for an unfinished run (and wake it if suspended)."""
+        return self._transaction(conn, True, self._add_signal, run_id, name, payload, at)
+
+    def _add_signal(
+        self, conn: sqlite3.Connection, run_id: str, name: str, payload: str | None, at: int
+    ) -> SignalRecord | None:
+        found = conn.execute(self.sql["run_status"], (run_id,)).fetchone()
+        if found is None or found[0] in _FINISHED:
+            return None
+        signal_id = conn.execute(self.sql["signal_insert"], (run_id, name, payload, at)).lastrowid
+        if found[0] == RunStatus.SUSPENDED.value:
+            conn.execute(self.sql["run_wake"], (at, run_id))
+        return decode_signal((signal_id, run_id, name, payload, at, None))
+
+    def take_signal(self, conn: sqlite3.Connection, run_id: str, name: str, seq: int) -> SignalRecord | None:
+        """The signal visit ``seq`` took, else the oldest untaken one, now taken by ``seq``."""
+        return self._transaction(conn, True, self._take_signal, run_id, name, seq)
+
+    def _take_signal(self, conn: sqlite3.Connection, run_id: str, name: str, seq: int) -> SignalRecord | None:
+        row = conn.execute(self.sql["signal_taken"], (run_id, name, seq)).fetchone()
+        if row is not None:
+            return decode_signal(row)
+        row = conn.execute(self.sql["signal_untaken"], (run_id, name)).fetchone()
+        if row is None:
+            return None
+        conn.execute(self.sql["signal_take"], (seq, row[0]))
+        return decode_signal((*row[:5], seq))
+
+    def list_signals(self, conn: sqlite3.Connection, run_id: str) -> list[SignalRecord]:
+        """Every signal of a run, oldest first."""
+        rows = self._transaction(conn, False, self._rows, "signals_select", (run_id,))
+        return [decode_signal(row) for row in rows]
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _rows(self, conn: sqlite3.Connection, name: str, params: Sequence[Any]) -> list[Row]:
+        return conn.execute(self.sql[name], params).fetchall()
+
+    def headers(self, conn: sqlite3.Connection, name: str, params: Sequence[Any]) -> list[RunRecord]:
+        """Runs (without step records) returned by the query ``name``."""
+        return [decode_run(row) for row in self._transaction(conn, False, self._rows, name, params)]
+
+    def next_wake(self, conn: sqlite3.Connection) -> datetime | None:
+        """The earliest wake_at of a waiting run."""
+        rows = self._transaction(conn, False, self._rows, "next_wake", ())
+        return from_micros(rows[0][0])
+
+    def request_cancel(self, conn: sqlite3.Connection, run_id: str, request: str) -> bool:
+        """Record a cancellation request on an unfinished run."""
+        update = self.sql["request_cancel"]
+        return self._transaction(conn, True, lambda c: bool(c.execute(update, (request, run_id)).rowcount))
+
+    def reserve_key(
+        self, conn: sqlite3.Connection, workflow: str, key: str, run_id: str, expires: int, now: int
+    ) -> str | None:
+        """Bind an idempotency key unless it is bound to a stored run and unexpired."""
+        return self._transaction(conn, True, self._reserve_key, workflow, key, run_id, expires, now)
+
+    def _reserve_key(
+        self, conn: sqlite3.Connection, workflow: str, key: str, run_id: str, expires: int, now: int
+    ) -> str | None:
+        bound = conn.execute(self.sql["key_bound"], (workflow, key, now)).fetchone()
+        if bound is not None:
+            return str(bound[0])
+        conn.execute(self.sql["key_bind"], (workflow, key, run_id, expires))
+        return None

@@ -1,0 +1,363 @@
+"""SQLiteStorage: runs in one SQLite file (aiosqlite), shared safely by several processes.
+
+The file runs in WAL mode with ``synchronous=NORMAL``: a commit survives a crash of the
+process; a power cut may lose the last few commits but never corrupts the file. Writes take the
+write lock up front (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for another process.
+
+Checkpoints use group commit: checkpoints that arrive while a write is in flight are queued and
+written together in the next transaction, so many runs in flight share one commit. Each caller
+still returns only once its own checkpoint is committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import sqlite3
+import stat
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from flux.errors import StorageError
+from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
+from flux.status import RunStatus
+from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._sqlite_errors import check_versions, translate
+from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
+from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_step, micros
+from flux.storage._sqlite_schema import Statements
+
+T = TypeVar("T")
+_INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_Outcome = BaseException | None
+_Queued = tuple[Checkpoint, "asyncio.Future[None]"]
+
+
+class SQLiteStorage:
+    """Runs kept in a SQLite database file: the embedded, durable backend.
+
+    Args:
+        path: the database file (created if missing), ``":memory:"`` for a private in-memory
+            database, or a ``file:`` URI (``"file:flux.db?mode=ro"`` opens it read-only). A
+            file without any write permission bit is opened read-only too (even by root):
+            its runs can be read, writes raise :class:`StorageError`.
+        table_prefix: prefix of every table name (letters, digits, underscore), so that
+            several stores can share one file.
+        busy_timeout: seconds a write waits for another process's write lock.
+
+    The connection opens on ``init()`` (or the first call). Several processes may use one file.
+
+    >>> storage = SQLiteStorage(":memory:", table_prefix="demo_")
+    >>> storage.table_prefix
+    'demo_'
+
+    Raises (from ``init`` or any call that opens the database):
+        StorageCorruptedError: the file is not a SQLite database, or a row cannot be read.
+        SchemaVersionError: the database was written by a newer flux.
+        StorageError: the file cannot be opened, is read-only, or stays locked.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, table_prefix: str = "flux_", busy_timeout: float = 30.0
+    ):
+        if not busy_timeout > 0:
+            raise ValueError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        self.path = os.fspath(path)
+        self.table_prefix = table_prefix
+        self.busy_timeout = float(busy_timeout)
+        self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
+        self._db: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
+        self._queue: list[_Queued] = []
+        self._busy = False  # a checkpoint transaction is in flight
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._drainer: asyncio.Task[None] | None = None
+        # The input object and text this process last wrote per in-flight run: a run's input
+        # never changes, so a checkpoint given the same object skips encoding and rewriting it.
+        self._inputs: dict[str, tuple[JSON, str | None]] = {}
+        self.read_only = False
+        """True once opened read-only (a ``mode=ro`` URI or a file without write permission)."""
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r}, table_prefix={self.table_prefix!r})"
+
+    async def __aenter__(self) -> SQLiteStorage:
+        await self.init()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _target(self) -> tuple[str, bool, bool]:
+        """(database, uri, read_only) to hand to sqlite3.connect."""
+        path = self.path
+        if path.startswith("file:"):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
+            return path, True, query.get("mode") == ["ro"]
+        if path in ("", ":memory:"):
+            return ":memory:", False, False
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            # Checked here: after a failed connect, aiosqlite's thread finishes on its own time.
+            raise StorageError(
+                f"cannot open SQLite database {path!r}: its directory {folder!r} does not exist; "
+                "create it first"
+            )
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return path, False, False
+        if stat.S_IMODE(mode) & 0o222 == 0:
+            # No write bit: open read-only on purpose, so root (whom permissions do not stop)
+            # leaves the file alone as well.
+            return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", True, True
+        return path, False, False
+
+    async def init(self) -> None:
+        """Open the database, set its pragmas and migrate its schema. Safe to call twice."""
+        if self._db is None:
+            async with self._opening:
+                if self._db is None:
+                    await self._open()
+
+    async def _open(self) -> None:
+        check_versions()
+        database, uri, read_only = self._target()
+        try:
+            db = await aiosqlite.connect(database, uri=uri, isolation_level=None, timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            await self._run(db, self._ops.setup, read_only)
+        except BaseException:
+            await db.close()
+            raise
+        self._db, self.read_only = db, read_only
+
+    async def close(self) -> None:
+        """Wait for queued checkpoints, then close the connection. Safe to call twice."""
+        await self._idle.wait()
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._db is None:
+            await self.init()
+        assert self._db is not None
+        return await self._run(self._db, fn, *args)
+
+    async def _run(self, db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(sqlite3_connection, *args)`` on aiosqlite's worker thread: one thread hop.
+
+        aiosqlite has no public API for this: each of its public calls (execute, fetch, commit)
+        is a separate hop to its thread (~75 µs each), so a transaction made of them would cost
+        several hops. ``_execute`` queues one function for that thread and ``_conn`` is the
+        sqlite3 connection it owns (aiosqlite is pinned below 0.23 for these two names).
+        """
+        try:
+            result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        except ValueError as exc:
+            if "closed" not in str(exc) and "no active connection" not in str(exc):
+                raise
+            raise StorageError(f"{self!r} was closed while a call was in flight") from exc
+        return result
+
+    def _error(self, exc: sqlite3.Error) -> StorageError:
+        return translate(exc, self.path, self.busy_timeout)
+
+    # --- runs -----------------------------------------------------------------------------
+
+    async def save(self, run: RunRecord) -> None:
+        """Insert or replace ``run`` and all its step records; ``created_at`` is kept on update."""
+        steps = [encode_step(run.id, record) for record in run.steps]
+        self._inputs.pop(run.id, None)
+        await self._call(self._ops.save, encode_run(run, encode_input(run)), steps)
+
+    async def load(self, run_id: str) -> RunRecord | None:
+        """The stored run with its step records in ``seq`` order, or None.
+
+        Raises:
+            StorageCorruptedError: a column of the run cannot be read (other runs still load).
+        """
+        return await self._call(self._ops.load, run_id)
+
+    async def list(self, filter: RunFilter | None = None) -> builtins.list[RunRecord]:
+        """Runs matching ``filter``, newest first (ties: the later stored first), with steps."""
+        filter = filter or RunFilter()
+        statuses = sorted(s.value for s in filter.status) if filter.status is not None else []
+        if filter.status is not None and not statuses:
+            return []
+        limit = -1 if filter.limit is None else filter.limit
+        return await self._call(self._ops.list_runs, filter.workflow, statuses, limit, filter.offset)
+
+    async def delete(self, run_id: str) -> bool:
+        """Remove a run, its step records and signals; False when there was none."""
+        self._inputs.pop(run_id, None)
+        return await self._call(self._ops.delete, run_id)
+
+    async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
+        """Write ``run``'s own fields and upsert ``steps``, atomically, in one thread hop.
+
+        Checkpoints arriving while another is being written share the next transaction.
+
+        Raises:
+            LeaseLostError: ``run.owner`` is set and the stored run has another owner (nothing
+                of this checkpoint is written; other checkpoints of the batch are).
+            StorageError: a value is not JSON, or the database failed.
+        """
+        row, same_input = self._encode(run)
+        item: Checkpoint = (row, [encode_step(run.id, record) for record in steps], same_input)
+        if self._busy:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queue.append((item, future))
+            await future
+            return
+        # Idle: write at once; checkpoints arriving meanwhile queue up for the next batch.
+        self._busy = True
+        self._idle.clear()
+        try:
+            outcome = (await self._call(self._ops.write_checkpoints, [item]))[0]
+        finally:
+            self._next_batch()
+        if outcome is not None:
+            raise self._outcome_error(outcome)
+
+    def _encode(self, run: RunRecord) -> tuple[Row, bool]:
+        """The run's row, and whether its input is the object this process wrote last."""
+        known = self._inputs.get(run.id)
+        if known is not None and known[0] is run.input:
+            text, same = known[1], True
+        else:
+            text, same = encode_input(run), False
+        if run.status in FINISHED:
+            self._inputs.pop(run.id, None)
+        else:
+            if len(self._inputs) >= _INPUT_CACHE and run.id not in self._inputs:
+                del self._inputs[next(iter(self._inputs))]
+            self._inputs[run.id] = (run.input, text)
+        return encode_run(run, text), same
+
+    def _next_batch(self) -> None:
+        if self._queue:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._busy = False
+            self._idle.set()
+
+    async def _drain(self) -> None:
+        """Write queued checkpoints, everything pending in one transaction, until none is left."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    outcomes: builtins.list[_Outcome] = await self._call(
+                        self._ops.write_checkpoints, [item for item, _ in batch]
+                    )
+                except Exception as exc:
+                    outcomes = [exc] * len(batch)
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its caller was cancelled
+                        continue
+                    if outcome is None:
+                        future.set_result(None)
+                    else:
+                        future.set_exception(self._outcome_error(outcome))
+        finally:
+            for _, future in self._queue:
+                future.cancel()
+            self._queue = []
+            self._busy = False
+            self._drainer = None
+            self._idle.set()
+
+    def _outcome_error(self, outcome: BaseException) -> BaseException:
+        return self._error(outcome) if isinstance(outcome, sqlite3.Error) else outcome
+
+    async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
+        """Delete finished runs (of ``status``, default every finished one) that finished before
+        ``older_than``; returns how many. Raises ``ValueError`` for an unfinished status."""
+        statuses = sorted(s.value for s in finished_statuses(status))
+        return await self._call(self._ops.prune, statuses, micros(older_than, "older_than"))
+
+    # --- leases ---------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        run_id: str,
+        owner: str,
+        lease_expires_at: datetime,
+        *,
+        now: datetime,
+        takeover: str | None = None,
+    ) -> RunRecord | None:
+        """Take a run if it is free, already ``owner``'s, its lease expired before ``now``, or
+        held by ``takeover``; returns it with its step records, or None. Atomic."""
+        lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
+        return await self._call(self._ops.claim, run_id, owner, lease, at, takeover)
+
+    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
+        """Extend the lease of every run ``owner`` holds (with a lease); returns how many."""
+        return await self._call(self._ops.renew, owner, micros(lease_expires_at, "lease_expires_at"))
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
+        await self._call(self._ops.release, run_id, owner)
+
+    # --- waiting and workers --------------------------------------------------------------
+
+    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+        """Store a signal for an unfinished run and make a suspended run due at ``at``."""
+        text = encode_json(payload, f"the payload of signal {name!r}")
+        return await self._call(self._ops.add_signal, run_id, name, text, micros(at, "at"))
+
+    async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
+        """The signal visit ``seq`` took already, else the oldest untaken one, now taken."""
+        return await self._call(self._ops.take_signal, run_id, name, seq)
+
+    async def list_signals(self, run_id: str) -> builtins.list[SignalRecord]:
+        """Every signal stored for a run, oldest first."""
+        return await self._call(self._ops.list_signals, run_id)
+
+    async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
+        """Pending and suspended runs with ``wake_at <= now``, earliest first, without steps."""
+        return await self._call(self._ops.headers, "due", (micros(now, "now"), limit))
+
+    async def next_wake(self) -> datetime | None:
+        """The earliest ``wake_at`` of a pending or suspended run."""
+        return await self._call(self._ops.next_wake)
+
+    async def orphans(self, now: datetime, host: str, limit: int) -> builtins.list[RunRecord]:
+        """Running or rolling-back runs without a live lease, or owned on ``host``; no steps."""
+        prefix = host + "/"
+        return await self._call(self._ops.headers, "orphans", (micros(now, "now"), prefix, prefix, limit))
+
+    async def request_cancel(self, run_id: str, request: Mapping[str, JSON]) -> bool:
+        """Record a cancellation request on an unfinished run; False if finished or unknown."""
+        text = encode_json(dict(request), f"the cancellation request of run {run_id}")
+        return await self._call(self._ops.request_cancel, run_id, text)
+
+    async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
+        """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
+        return await self._call(self._ops.headers, "cancel_requests", (owner,))
+
+    async def reserve_key(
+        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
+    ) -> str | None:
+        """Bind an idempotency key to ``run_id`` unless it is bound to a stored, unexpired run
+        (then return that run's id)."""
+        expires, at = micros(expires_at, "expires_at"), micros(now, "now")
+        return await self._call(self._ops.reserve_key, workflow, key, run_id, expires, at)
