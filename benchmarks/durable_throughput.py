@@ -11,6 +11,11 @@ busy timeout). Printed, each the median of ``--repeat`` rounds:
   (target: flux >= 1.5x the raw rate, thanks to group commit);
 - a 1,000-step run: the time per step and per checkpoint around step 10 and around step 1,000
   (target: within 20% of each other; a checkpoint must not cost more as history grows).
+
+The ratios depend on what an aiosqlite round trip (a thread hop) costs on the machine, printed
+too: the baseline makes two per step, flux one per checkpoint plus its own CPU work. Where a hop
+is dear (~75-100 us, an idle machine whose cores sleep) flux wins by a wide margin; where it is
+cheap (~15 us, cores kept awake by other work) the baseline gains most.
 """
 
 from __future__ import annotations
@@ -92,6 +97,15 @@ async def raw_rate(path: Path) -> float:
     return RUNS * STEPS / elapsed
 
 
+async def hop_cost(path: Path) -> float:
+    """Microseconds of one aiosqlite round trip that does nothing (the thread hop itself)."""
+    async with aiosqlite.connect(path) as db:
+        started = time.perf_counter()
+        for _ in range(1000):
+            await db.execute("SELECT 1")
+        return (time.perf_counter() - started) / 1000 * 1e6
+
+
 async def long_run(path: Path) -> tuple[list[float], list[float]]:
     """Per-step and per-checkpoint seconds (indexed by step) of one LONG-step run."""
     stamps: list[float] = []
@@ -133,6 +147,7 @@ async def main(repeat: int, directory: Path) -> None:
     for round_ in range(repeat):
         base = directory / f"round-{round_}"
         base.mkdir()
+        note("hop", await hop_cost(base / "hop.db"))
         note("raw", await raw_rate(base / "raw.db"))
         note("serial", await flux_rate(base / "serial.db", 1))
         note("parallel", await flux_rate(base / "parallel.db", IN_FLIGHT))
@@ -144,7 +159,8 @@ async def main(repeat: int, directory: Path) -> None:
     med = {name: statistics.median(values) for name, values in rounds.items()}
     raw = med["raw"]
     print(f"durable throughput, median of {repeat} rounds ({RUNS} runs x {STEPS} no-op async steps)")
-    print(f"  raw aiosqlite, INSERT + COMMIT per step   {raw:>9,.0f} steps/s")
+    print(f"  raw aiosqlite, INSERT + COMMIT per step   {raw:>9,.0f} steps/s  "
+          f"(one aiosqlite round trip here: {med['hop']:.0f} us)")  # fmt: skip
     for name, label, target in [
         ("serial", "flux, one run at a time                ", 0.6),
         ("parallel", f"flux, {IN_FLIGHT} runs in flight              ", 1.5),

@@ -10,7 +10,9 @@ import pytest
 from flux import (
     DependencyCycleError,
     DuplicateStepError,
+    FluxEngine,
     InvalidStepError,
+    PlanMismatchError,
     StepContext,
     UnknownStepError,
     UnreachableStepError,
@@ -360,3 +362,21 @@ def test_mermaid_draws_dependency_edges() -> None:
     ):
         assert f"    {edge}" in lines
     assert "    s2 -. on failure .-> s3" in lines
+
+
+async def test_a_run_meeting_a_changed_graph_is_refused_with_the_differences() -> None:
+    def plan(*, wait_after: list[str]) -> Workflow[Any]:
+        return (
+            create_workflow("graph")
+            .step("a", noop)
+            .step("b", noop, after=["a"])
+            .wait_for_signal("approve", after=wait_after)
+            .build()
+        )
+
+    async with FluxEngine() as engine:
+        suspended = await engine.execute(plan(wait_after=["b"]))
+        assert suspended.status == "suspended"
+        changed = FluxEngine(engine.storage, workflows=[plan(wait_after=["a"])])
+        with pytest.raises(PlanMismatchError, match="different version of workflow 'graph'"):
+            await changed.resume(suspended.id)

@@ -60,6 +60,7 @@ EXPECTED: dict[str, list[str]] = {
         "a worker resumed it: completed",
         "order: failed for good after 1 attempt(s)",
     ],
+    "control_flow.py": ["every construct went the expected way"],
     "human_approval.py": ["both reports were decided by the manager and finished by the worker"],
 }
 

@@ -17,7 +17,7 @@ import attrs
 
 from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, MapSpec, ParallelSpec
 from flux.engine import _keys
-from flux.engine._visit import Call, Done, Failed, Result, Suspended
+from flux.engine._visit import OPEN, Call, Done, Failed, Result, Suspended
 from flux.records import EMPTY, JSON, ErrorInfo, StepRecord
 from flux.serde import check_json, copy_json
 from flux.status import StepStatus
@@ -157,7 +157,7 @@ async def run_map(flow: Flow, spec: StepSpec, record: StepRecord | None) -> Resu
 
     async def worker() -> None:
         for start, stop, name, prior in queue:
-            if prior is not None and prior.status not in (StepStatus.RUNNING, StepStatus.SUSPENDED):
+            if prior is not None and prior.status not in OPEN:
                 prior = None  # a failed item of an earlier attempt at the run: a new visit
             call = Call(
                 name=name,

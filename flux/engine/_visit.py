@@ -23,7 +23,7 @@ import attrs
 from flux.context import RunData, StepContext
 from flux.control import Directive, Goto
 from flux.engine import _keys
-from flux.errors import LeaseLostError, UnknownStepError, WaitTimeoutError
+from flux.errors import LeaseLostError, UnknownStepError
 from flux.events import StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
 from flux.records import EMPTY, JSON, ErrorInfo, StepRecord, replay_data
 from flux.serde import check_json, copy_json
@@ -254,7 +254,7 @@ class Visitor:
         if spec.when is not None and record.condition is None:
             try:
                 ctx = self.context(call.name, record, 0, self.view(), failure)
-                condition = bool(await _maybe_await(spec.when(ctx)))
+                condition = bool(await maybe_await(spec.when(ctx)))
             except Exception as exc:
                 return self.fail(record, ErrorInfo.from_exception(exc, step=call.name))
             if not condition:
@@ -262,7 +262,9 @@ class Visitor:
             record = attrs.evolve(d.records[record.seq], condition=True)
             d._put(record)
         if spec.kind in ("sleep", "wait") or record.waiting_for is not None:
-            return await self._pause(spec, record, started, call)
+            from flux.engine._waits import pause
+
+            return await pause(self, spec, record, started, call)
         if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > clock.now():
             return Suspended((record,))  # a stored retry delay, not due yet
         attempt = (
@@ -311,11 +313,15 @@ class Visitor:
                         waiting = attrs.evolve(
                             d.records[seq],
                             waiting_for=output.signal,
-                            wake_at=_after(clock.now(), output.timeout),
+                            wake_at=None
+                            if output.timeout is None
+                            else clock.now() + timedelta(seconds=output.timeout),
                             data_set=changed,
                             data_unset=removed,
                         )
-                        return await self._pause(spec, waiting, started, call)
+                        from flux.engine._waits import pause
+
+                        return await pause(self, spec, waiting, started, call)
                     goto, output = self._goto_target(output, call), None
                 if output is not None:
                     check_json(output, f"the output of step {call.name!r}", step=call.name)
@@ -371,70 +377,9 @@ class Visitor:
             )
         return output.step
 
-    # --- waiting --------------------------------------------------------------------------
 
-    async def _pause(self, spec: StepSpec, record: StepRecord, started: datetime, call: Call) -> Result:
-        """Sleep and wait steps, and handlers that returned ``flux.wait``."""
-        d, now = self.d, self.env.clock.now()
-        if record.status == StepStatus.PENDING:
-            record = attrs.evolve(record, status=StepStatus.RUNNING, attempts=1, started_at=started)
-            d._event(StepStart, step=call.name, attempt=1)
-        if record.waiting_for is None and spec.kind == "wait":
-            record = attrs.evolve(record, waiting_for=spec.signal, wake_at=_after(now, spec.wait_timeout))
-        if record.waiting_for is not None:
-            return await self._wait(record, call)
-        if record.wake_at is None:
-            try:
-                record = attrs.evolve(record, wake_at=await self._due_time(spec, record, now, call))
-            except Exception as exc:
-                return self.fail(record, ErrorInfo.from_exception(exc, step=call.name))
-        assert record.wake_at is not None
-        remaining = (record.wake_at - now).total_seconds()
-        if remaining > self.env.durable_after:
-            return self.suspended(record, "sleeping")
-        if remaining > 0:
-            d._put(record)
-            await d._flush(status=RunStatus.RUNNING, wake_at=None)
-            await self.env.clock.sleep(remaining)
-        return Done(
-            self.complete(record, None, dict(record.data_set), record.data_unset, publish=call.publish)
-        )
-
-    async def _due_time(self, spec: StepSpec, record: StepRecord, now: datetime, call: Call) -> datetime:
-        if spec.until is None:
-            return now + timedelta(seconds=spec.duration or 0.0)
-        due = await _maybe_await(spec.until(self.context(call.name, record, 1, self.view())))
-        if not isinstance(due, datetime) or due.tzinfo is None:
-            raise TypeError(
-                f"sleep_until of step {call.name!r} must return a timezone-aware datetime "
-                f"(e.g. datetime(..., tzinfo=UTC)), got {due!r}"
-            )
-        return due
-
-    async def _wait(self, record: StepRecord, call: Call) -> Result:
-        signal = record.waiting_for
-        assert signal is not None
-        taken = await self.env.storage.take_signal(self.d.header.id, signal, record.seq)
-        if taken is not None:
-            data_set, data_unset = dict(record.data_set), record.data_unset
-            return Done(self.complete(record, taken.payload, data_set, data_unset, publish=call.publish))
-        now = self.env.clock.now()
-        if record.wake_at is not None and record.wake_at <= now:
-            error = WaitTimeoutError(
-                f"step {call.name!r} waited for signal {signal!r} until {record.wake_at.isoformat()} "
-                "and none came; send it sooner or raise the wait's timeout",
-                step=call.name,
-                attempt=record.attempts,
-            )
-            return self.fail(record, ErrorInfo.from_exception(error, step=call.name))
-        return self.suspended(record, f"waiting for signal {signal!r}")
-
-
-def _after(now: datetime, seconds: float | None) -> datetime | None:
-    return None if seconds is None else now + timedelta(seconds=seconds)
-
-
-async def _maybe_await(value: Any) -> Any:
+async def maybe_await(value: Any) -> Any:
+    """``await value`` if it is awaitable, else ``value``."""
     if inspect.isawaitable(value):
         return await value
     return value

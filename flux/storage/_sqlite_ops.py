@@ -21,6 +21,7 @@ from flux.records import RunRecord, SignalRecord
 from flux.status import RunStatus
 from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros
 from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
+from flux.storage._sqlite_wal import SAFETY_NET_PAGES
 
 T = TypeVar("T")
 Checkpoint = tuple[Row, Sequence[Row], bool]
@@ -89,6 +90,8 @@ class SQLiteOps:
             # same file at the same time gets "busy" without SQLite's busy handler: retry.
             self._while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
         conn.execute("PRAGMA synchronous = NORMAL")
+        if not read_only:  # a WalCheckpointer does this job first, off the write path
+            conn.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_NET_PAGES}")
         version = self._transaction(conn, False, self._version)
         if version == LATEST_VERSION:
             return version

@@ -32,6 +32,7 @@ from flux.storage._sqlite_errors import check_versions, translate
 from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
 from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_step, micros
 from flux.storage._sqlite_schema import Statements
+from flux.storage._sqlite_wal import WalCheckpointer
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
@@ -79,6 +80,7 @@ class SQLiteStorage:
         self._idle = asyncio.Event()
         self._idle.set()
         self._drainer: asyncio.Task[None] | None = None
+        self._wal = WalCheckpointer()
         # The input object and text this process last wrote per in-flight run: a run's input
         # never changes, so a checkpoint given the same object skips encoding and rewriting it.
         self._inputs: dict[str, tuple[JSON, str | None]] = {}
@@ -140,6 +142,8 @@ class SQLiteStorage:
             raise self._error(exc) from exc
         try:
             await self._run(db, self._ops.setup, read_only)
+            if not read_only and database != ":memory:":
+                await self._wal.open(database, uri, self.busy_timeout)
         except BaseException:
             await db.close()
             raise
@@ -148,6 +152,7 @@ class SQLiteStorage:
     async def close(self) -> None:
         """Wait for queued checkpoints, then close the connection. Safe to call twice."""
         await self._idle.wait()
+        await self._wal.close()
         db, self._db = self._db, None
         if db is not None:
             await db.close()
@@ -231,6 +236,7 @@ class SQLiteStorage:
         self._idle.clear()
         try:
             outcome = (await self._call(self._ops.write_checkpoints, [item]))[0]
+            self._wal.written(1)
         finally:
             self._next_batch()
         if outcome is not None:
@@ -267,6 +273,7 @@ class SQLiteStorage:
                     outcomes: builtins.list[_Outcome] = await self._call(
                         self._ops.write_checkpoints, [item for item, _ in batch]
                     )
+                    self._wal.written(len(batch))
                 except Exception as exc:
                     outcomes = [exc] * len(batch)
                 for (_, future), outcome in zip(batch, outcomes, strict=True):

@@ -1,0 +1,90 @@
+"""Sleep and wait steps, and handlers that returned ``flux.wait``, for the visits of ``_visit.py``.
+
+A wait takes its signal if it has come; otherwise the visit is :class:`Suspended` (the flow
+suspends the run once nothing else can run). A sleep shorter than ``durable_after`` is slept
+in memory; a longer one suspends the visit until its due time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+
+from flux.engine._visit import Call, Done, Result, Visitor, maybe_await
+from flux.errors import WaitTimeoutError
+from flux.events import StepStart
+from flux.records import ErrorInfo, StepRecord
+from flux.status import RunStatus, StepStatus
+
+if TYPE_CHECKING:
+    from flux.plan import StepSpec
+
+
+async def pause(
+    visitor: Visitor, spec: StepSpec, record: StepRecord, started: datetime, call: Call
+) -> Result:
+    """Sleep and wait steps, and handlers that returned ``flux.wait``."""
+    d, now = visitor.d, visitor.env.clock.now()
+    if record.status == StepStatus.PENDING:
+        record = attrs.evolve(record, status=StepStatus.RUNNING, attempts=1, started_at=started)
+        d._event(StepStart, step=call.name, attempt=1)
+    if record.waiting_for is None and spec.kind == "wait":
+        record = attrs.evolve(record, waiting_for=spec.signal, wake_at=after(now, spec.wait_timeout))
+    if record.waiting_for is not None:
+        return await _wait(visitor, record, call)
+    if record.wake_at is None:
+        try:
+            record = attrs.evolve(record, wake_at=await _due_time(visitor, spec, record, now, call))
+        except Exception as exc:
+            return visitor.fail(record, ErrorInfo.from_exception(exc, step=call.name))
+    assert record.wake_at is not None
+    remaining = (record.wake_at - now).total_seconds()
+    if remaining > visitor.env.durable_after:
+        return visitor.suspended(record, "sleeping")
+    if remaining > 0:
+        d._put(record)
+        await d._flush(status=RunStatus.RUNNING, wake_at=None)
+        await visitor.env.clock.sleep(remaining)
+    return Done(
+        visitor.complete(record, None, dict(record.data_set), record.data_unset, publish=call.publish)
+    )
+
+
+async def _due_time(
+    visitor: Visitor, spec: StepSpec, record: StepRecord, now: datetime, call: Call
+) -> datetime:
+    if spec.until is None:
+        return now + timedelta(seconds=spec.duration or 0.0)
+    due = await maybe_await(spec.until(visitor.context(call.name, record, 1, visitor.view())))
+    if not isinstance(due, datetime) or due.tzinfo is None:
+        raise TypeError(
+            f"sleep_until of step {call.name!r} must return a timezone-aware datetime "
+            f"(e.g. datetime(..., tzinfo=UTC)), got {due!r}"
+        )
+    return due
+
+
+async def _wait(visitor: Visitor, record: StepRecord, call: Call) -> Result:
+    signal = record.waiting_for
+    assert signal is not None
+    taken = await visitor.env.storage.take_signal(visitor.d.header.id, signal, record.seq)
+    if taken is not None:
+        data_set, data_unset = dict(record.data_set), record.data_unset
+        return Done(visitor.complete(record, taken.payload, data_set, data_unset, publish=call.publish))
+    now = visitor.env.clock.now()
+    if record.wake_at is not None and record.wake_at <= now:
+        error = WaitTimeoutError(
+            f"step {call.name!r} waited for signal {signal!r} until {record.wake_at.isoformat()} "
+            "and none came; send it sooner or raise the wait's timeout",
+            step=call.name,
+            attempt=record.attempts,
+        )
+        return visitor.fail(record, ErrorInfo.from_exception(error, step=call.name))
+    return visitor.suspended(record, f"waiting for signal {signal!r}")
+
+
+def after(now: datetime, seconds: float | None) -> datetime | None:
+    """``now`` plus ``seconds``, or None without a number."""
+    return None if seconds is None else now + timedelta(seconds=seconds)
