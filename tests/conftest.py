@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from flux import FluxEngine
 from flux.storage import MemoryStorage, SQLiteStorage, Storage
+from flux.testing import FakeClock
 
 BACKENDS = ["memory", "sqlite"]
 
@@ -28,3 +30,25 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     await store.init()
     yield store
     await store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Storage]:
+    """Opens the same store again on each call: the way another (or a restarted) process sees it."""
+    if request.param == "sqlite":
+        return lambda: SQLiteStorage(tmp_path / "flux.db")
+    shared = MemoryStorage()
+    return lambda: shared
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock starting in 2030 that moves only when told to."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def engine(reopen: Callable[[], Storage], clock: FakeClock) -> AsyncIterator[FluxEngine]:
+    """An engine on a ``reopen`` store and the fake ``clock``."""
+    async with FluxEngine(storage=reopen(), clock=clock) as engine:
+        yield engine

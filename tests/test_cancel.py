@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from flux import (
     FluxEngine,
     InvalidRunStateError,
-    MemoryStorage,
     RetryPolicy,
     RunNotFoundError,
     RunStatus,
@@ -23,30 +21,9 @@ from flux import (
     WorkflowNotRegisteredError,
     create_workflow,
 )
-from flux.storage import SQLiteStorage
 from flux.testing import EventRecorder, FakeClock
 
 StorageFactory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
-    """Opens the same store again each call: the way another process sees it."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStorage(tmp_path / "flux.db")
-    shared = MemoryStorage()
-    return lambda: shared
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def engine(reopen: StorageFactory, clock: FakeClock) -> AsyncIterator[FluxEngine]:
-    async with FluxEngine(storage=reopen(), clock=clock) as engine:
-        yield engine
 
 
 class Blocker:

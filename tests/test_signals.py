@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from flux import (
     FluxEngine,
     InvalidNameError,
     InvalidRunStateError,
-    MemoryStorage,
     RunNotFoundError,
     RunStatus,
     SerializationError,
@@ -27,30 +25,9 @@ from flux import (
     WaitTimeoutError,
     create_workflow,
 )
-from flux.storage import SQLiteStorage
 from flux.testing import EventRecorder, FakeClock
 
 StorageFactory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
-    """Opens the same store again each call: the way a restarted process sees it."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStorage(tmp_path / "flux.db")
-    shared = MemoryStorage()
-    return lambda: shared
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def engine(reopen: StorageFactory, clock: FakeClock) -> AsyncIterator[FluxEngine]:
-    async with FluxEngine(storage=reopen(), clock=clock) as engine:
-        yield engine
 
 
 def driving_tasks() -> list[asyncio.Task[Any]]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from flux import (
     FluxEngine,
     InvalidStepError,
-    MemoryStorage,
     RetryAfter,
     RetryPolicy,
     RunStatus,
@@ -22,30 +20,9 @@ from flux import (
     Storage,
     create_workflow,
 )
-from flux.storage import SQLiteStorage
 from flux.testing import EventRecorder, FakeClock
 
 StorageFactory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
-    """Opens the same store again each call: the way a restarted process sees it."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStorage(tmp_path / "flux.db")
-    shared = MemoryStorage()
-    return lambda: shared
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def engine(reopen: StorageFactory, clock: FakeClock) -> AsyncIterator[FluxEngine]:
-    async with FluxEngine(storage=reopen(), clock=clock, durable_after=5) as engine:
-        yield engine
 
 
 def when(engine: FluxEngine, event: str) -> asyncio.Event:

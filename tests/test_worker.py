@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -23,30 +22,9 @@ from flux import (
     Worker,
     create_workflow,
 )
-from flux.storage import SQLiteStorage
 from flux.testing import EventRecorder, FakeClock
 
 StorageFactory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> StorageFactory:
-    """Opens the same store again each call: the way another process sees it."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStorage(tmp_path / "flux.db")
-    shared = MemoryStorage()
-    return lambda: shared
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def engine(reopen: StorageFactory, clock: FakeClock) -> AsyncIterator[FluxEngine]:
-    async with FluxEngine(storage=reopen(), clock=clock) as engine:
-        yield engine
 
 
 class Gate:

@@ -23,9 +23,10 @@ from flux.context import RunData, StepContext
 from flux.control import Directive
 from flux.engine._attempt import call_handler
 from flux.engine._children import RunHooks, suspend_for_child
+from flux.engine._due import after, due_time, wait_timed_out
 from flux.engine._flow import Jump, complete_goto, run_flow
 from flux.engine._visit import ChildPending
-from flux.errors import LeaseLostError, WaitTimeoutError
+from flux.errors import LeaseLostError
 from flux.events import (
     Event,
     EventBus,
@@ -329,7 +330,7 @@ class RunDriver:
                     waiting = attrs.evolve(
                         self.records[seq],
                         waiting_for=output.signal,
-                        wake_at=_after(clock.now(), output.timeout),
+                        wake_at=after(clock.now(), output.timeout),
                         data_set=changed,
                         data_unset=removed,
                     )
@@ -431,12 +432,15 @@ class RunDriver:
             record = attrs.evolve(record, status=StepStatus.RUNNING, attempts=1, started_at=started)
             self._event(StepStart, step=spec.name, attempt=1)
         if record.waiting_for is None and spec.kind == "wait":
-            record = attrs.evolve(record, waiting_for=spec.signal, wake_at=_after(now, spec.wait_timeout))
+            record = attrs.evolve(record, waiting_for=spec.signal, wake_at=after(now, spec.wait_timeout))
         if record.waiting_for is not None:
             return await self._wait(spec, record)
         if record.wake_at is None:
             try:
-                record = attrs.evolve(record, wake_at=await self._due_time(spec, record, now))
+                record = attrs.evolve(
+                    record,
+                    wake_at=await due_time(spec, spec.name, now, lambda: self._context(spec, record, 1)),
+                )
             except Exception as exc:
                 return self._failed(spec, record, started, ErrorInfo.from_exception(exc, step=spec.name))
         assert record.wake_at is not None
@@ -449,17 +453,6 @@ class RunDriver:
             await self.env.clock.sleep(remaining)
         return self._complete(spec, record, None)
 
-    async def _due_time(self, spec: StepSpec, record: StepRecord, now: datetime) -> datetime:
-        if spec.until is None:
-            return now + timedelta(seconds=spec.duration or 0.0)
-        due = await _maybe_await(spec.until(self._context(spec, record, 1)))
-        if not isinstance(due, datetime) or due.tzinfo is None:
-            raise TypeError(
-                f"sleep_until of step {spec.name!r} must return a timezone-aware datetime "
-                f"(e.g. datetime(..., tzinfo=UTC)), got {due!r}"
-            )
-        return due
-
     async def _wait(self, spec: StepSpec, record: StepRecord) -> Outcome | StepRecord:
         storage, run_id, signal = self.env.storage, self.header.id, record.waiting_for
         assert signal is not None
@@ -468,15 +461,8 @@ class RunDriver:
             return self._complete(spec, record, taken.payload)
         now = self.env.clock.now()
         if record.wake_at is not None and record.wake_at <= now:
-            error = WaitTimeoutError(
-                f"step {spec.name!r} waited for signal {signal!r} until {record.wake_at.isoformat()} "
-                "and none came; send it sooner or raise the wait's timeout",
-                step=spec.name,
-                attempt=record.attempts,
-            )
-            return self._failed(
-                spec, record, record.started_at or now, ErrorInfo.from_exception(error, step=spec.name)
-            )
+            error = wait_timed_out(spec.name, signal, record.wake_at, record.attempts)
+            return self._failed(spec, record, record.started_at or now, error)
         waiting = attrs.evolve(record, status=StepStatus.SUSPENDED)
         await self._suspend(waiting, f"waiting for signal {signal!r}")
         # A signal stored while the run was still marked running did not wake it: look again.
@@ -641,10 +627,6 @@ class RunDriver:
         if self.env.hooks is not None:  # a child run wakes its parent
             await self.env.hooks.finished(self)
         return self.result()
-
-
-def _after(now: datetime, seconds: float | None) -> datetime | None:
-    return None if seconds is None else now + timedelta(seconds=seconds)
 
 
 async def _maybe_await(value: Any) -> Any:

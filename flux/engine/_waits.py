@@ -7,13 +7,13 @@ in memory; a longer one suspends the visit until its due time.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import attrs
 
-from flux.engine._visit import Call, Done, Result, Visitor, maybe_await
-from flux.errors import WaitTimeoutError
+from flux.engine._due import after, due_time, wait_timed_out
+from flux.engine._visit import Call, Done, Result, Visitor
 from flux.events import StepStart
 from flux.records import ErrorInfo, StepRecord
 from flux.status import RunStatus, StepStatus
@@ -36,7 +36,8 @@ async def pause(
         return await _wait(visitor, record, call)
     if record.wake_at is None:
         try:
-            record = attrs.evolve(record, wake_at=await _due_time(visitor, spec, record, now, call))
+            context = lambda: visitor.context(call.name, record, 1, visitor.view())  # noqa: E731
+            record = attrs.evolve(record, wake_at=await due_time(spec, call.name, now, context))
         except Exception as exc:
             return visitor.fail(record, ErrorInfo.from_exception(exc, step=call.name))
     assert record.wake_at is not None
@@ -52,20 +53,6 @@ async def pause(
     )
 
 
-async def _due_time(
-    visitor: Visitor, spec: StepSpec, record: StepRecord, now: datetime, call: Call
-) -> datetime:
-    if spec.until is None:
-        return now + timedelta(seconds=spec.duration or 0.0)
-    due = await maybe_await(spec.until(visitor.context(call.name, record, 1, visitor.view())))
-    if not isinstance(due, datetime) or due.tzinfo is None:
-        raise TypeError(
-            f"sleep_until of step {call.name!r} must return a timezone-aware datetime "
-            f"(e.g. datetime(..., tzinfo=UTC)), got {due!r}"
-        )
-    return due
-
-
 async def _wait(visitor: Visitor, record: StepRecord, call: Call) -> Result:
     signal = record.waiting_for
     assert signal is not None
@@ -75,16 +62,5 @@ async def _wait(visitor: Visitor, record: StepRecord, call: Call) -> Result:
         return Done(visitor.complete(record, taken.payload, data_set, data_unset, publish=call.publish))
     now = visitor.env.clock.now()
     if record.wake_at is not None and record.wake_at <= now:
-        error = WaitTimeoutError(
-            f"step {call.name!r} waited for signal {signal!r} until {record.wake_at.isoformat()} "
-            "and none came; send it sooner or raise the wait's timeout",
-            step=call.name,
-            attempt=record.attempts,
-        )
-        return visitor.fail(record, ErrorInfo.from_exception(error, step=call.name))
+        return visitor.fail(record, wait_timed_out(call.name, signal, record.wake_at, record.attempts))
     return visitor.suspended(record, f"waiting for signal {signal!r}")
-
-
-def after(now: datetime, seconds: float | None) -> datetime | None:
-    """``now`` plus ``seconds``, or None without a number."""
-    return None if seconds is None else now + timedelta(seconds=seconds)
