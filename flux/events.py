@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, overload
 
 import attrs
 
@@ -261,3 +261,58 @@ class EventBus:
                     await result
             except Exception:
                 logger.exception("event subscriber %r failed on %s; ignored", fn, event.name)
+
+
+class EventSource:
+    """Something whose lifecycle events can be subscribed to: the engine.
+
+    ``on`` is typed per event name, so ``engine.on("step_complete", lambda ev: ev.duration)``
+    type-checks ``ev`` as a :class:`StepComplete`.
+    """
+
+    _bus: EventBus
+
+    @overload
+    def on(self, event: Literal["workflow_start"], fn: Callable[[WorkflowStart], Any]) -> Unsubscribe: ...
+    @overload
+    def on(
+        self, event: Literal["workflow_complete"], fn: Callable[[WorkflowComplete], Any]
+    ) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowError], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["workflow_suspend"], fn: Callable[[WorkflowSuspend], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["workflow_resume"], fn: Callable[[WorkflowResume], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["workflow_cancel"], fn: Callable[[WorkflowCancel], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["rollback_start"], fn: Callable[[RollbackStart], Any]) -> Unsubscribe: ...
+    @overload
+    def on(
+        self, event: Literal["rollback_complete"], fn: Callable[[RollbackComplete], Any]
+    ) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_start"], fn: Callable[[StepStart], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_complete"], fn: Callable[[StepComplete], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_error"], fn: Callable[[StepError], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_retry"], fn: Callable[[StepRetry], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_skip"], fn: Callable[[StepSkip], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_suspend"], fn: Callable[[StepSuspend], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["step_compensate"], fn: Callable[[StepCompensate], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: Literal["signal_received"], fn: Callable[[SignalReceived], Any]) -> Unsubscribe: ...
+    @overload
+    def on(self, event: str, fn: Callable[[Event], Any]) -> Unsubscribe: ...
+    def on(self, event: str, fn: Callable[[Any], Any]) -> Unsubscribe:
+        """Subscribe ``fn`` (sync or async) to an event name, or ``"*"`` for all.
+
+        Returns a function that unsubscribes. Raises ``ValueError`` for an unknown name.
+        """
+        return self._bus.on(event, fn)

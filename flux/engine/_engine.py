@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -20,35 +20,14 @@ from flux.clock import Clock, SystemClock
 from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import new_owner_id, owner_is_dead
-from flux.engine._plans import WorkflowRegistry, latest_visits, open_signals, resume_point
+from flux.engine._plans import WorkflowRegistry, check_signal, latest_visits, resume_point
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
     RunError,
     RunNotFoundError,
-    UnknownSignalError,
 )
-from flux.events import (
-    Event,
-    EventBus,
-    RollbackComplete,
-    RollbackStart,
-    SignalReceived,
-    StepCompensate,
-    StepComplete,
-    StepError,
-    StepRetry,
-    StepSkip,
-    StepStart,
-    StepSuspend,
-    Unsubscribe,
-    WorkflowCancel,
-    WorkflowComplete,
-    WorkflowError,
-    WorkflowResume,
-    WorkflowStart,
-    WorkflowSuspend,
-)
+from flux.events import EventBus, EventSource, SignalReceived
 from flux.plan import StepSpec, Workflow
 from flux.records import RunFilter, RunRecord, SignalRecord
 from flux.result import RunResult
@@ -69,7 +48,7 @@ DEFAULT_IDEMPOTENCY_TTL = timedelta(hours=24)
 _RECOVERABLE = (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.ROLLING_BACK)
 
 
-class FluxEngine:
+class FluxEngine(EventSource):
     """Runs workflows step by step, checkpointing each step through ``storage``.
 
     Args:
@@ -177,51 +156,6 @@ class FluxEngine:
             self._started = False
 
     # --- configuration --------------------------------------------------------------------
-
-    @overload
-    def on(self, event: Literal["workflow_start"], fn: Callable[[WorkflowStart], Any]) -> Unsubscribe: ...
-    @overload
-    def on(
-        self, event: Literal["workflow_complete"], fn: Callable[[WorkflowComplete], Any]
-    ) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowError], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["workflow_suspend"], fn: Callable[[WorkflowSuspend], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["workflow_resume"], fn: Callable[[WorkflowResume], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["workflow_cancel"], fn: Callable[[WorkflowCancel], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["rollback_start"], fn: Callable[[RollbackStart], Any]) -> Unsubscribe: ...
-    @overload
-    def on(
-        self, event: Literal["rollback_complete"], fn: Callable[[RollbackComplete], Any]
-    ) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_start"], fn: Callable[[StepStart], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_complete"], fn: Callable[[StepComplete], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_error"], fn: Callable[[StepError], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_retry"], fn: Callable[[StepRetry], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_skip"], fn: Callable[[StepSkip], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_suspend"], fn: Callable[[StepSuspend], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["step_compensate"], fn: Callable[[StepCompensate], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: Literal["signal_received"], fn: Callable[[SignalReceived], Any]) -> Unsubscribe: ...
-    @overload
-    def on(self, event: str, fn: Callable[[Event], Any]) -> Unsubscribe: ...
-    def on(self, event: str, fn: Callable[[Any], Any]) -> Unsubscribe:
-        """Subscribe ``fn`` (sync or async) to an event name, or ``"*"`` for all.
-
-        Returns a function that unsubscribes. Raises ``ValueError`` for an unknown name.
-        """
-        return self._bus.on(event, fn)
 
     def register(self, workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
         """Make a workflow version known, so stored runs of it can be resumed here."""
@@ -565,23 +499,8 @@ class FluxEngine:
         except RunError:
             plan = None  # not known here: the names cannot be checked
         if plan is not None:
-            open_waits = open_signals(plan, run.steps)
-            if signal not in open_waits:
-                names = ", ".join(sorted(open_waits)) or "none (it waits for nothing more)"
-                raise UnknownSignalError(
-                    f"run {run_id} will never wait for signal {signal!r}; it can take: {names}", run_id=run_id
-                )
-            queued = [
-                s
-                for s in await self.storage.list_signals(run_id)
-                if s.name == signal and s.consumed_by is None
-            ]
-            if len(queued) >= open_waits[signal]:
-                raise UnknownSignalError(
-                    f"run {run_id} already holds a signal {signal!r} for each wait that will take one; "
-                    "a duplicate would never be consumed",
-                    run_id=run_id,
-                )
+            queued = [s for s in await self.storage.list_signals(run_id) if s.consumed_by is None]
+            check_signal(plan, run, signal, queued)
         stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
         if stored is None:
             raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
