@@ -1,7 +1,7 @@
 """The storage protocol every backend implements.
 
 Storage knows runs and step records, never step code. Loads return copies: changing a loaded
-record never changes what is stored. ``flux.testing.storage_conformance`` checks a backend
+record never changes what is stored. ``flux.testing.StorageConformance`` checks a backend
 against this contract.
 """
 
