@@ -18,6 +18,7 @@ Each helper returns a builder, so it composes with the rest of a chain::
 - :func:`conditional`: one of several steps, chosen by a key (a branch).
 - :func:`retry_with_fallback`: a step retried, then a fallback step if it still fails.
 - :func:`batch_process`: a function over a list of items in batches (a map).
+- :func:`result_of`: read the result a helper's step left, whichever way it went.
 """
 
 from __future__ import annotations

@@ -312,7 +312,7 @@ class Workflow(Generic[InputT]):
 
         Commit steps are drawn as double boxes, waits for signals as hexagons, sleeps as
         rounded boxes; parallel groups and branch cases as subgraphs, branch decisions as
-        diamonds, maps as stacked boxes, child workflows as subroutine boxes, dependencies as
+        diamonds, maps as parallelograms, child workflows as flags, dependencies as
         edges, ``on_failure`` routes as dotted edges labelled ``on failure``.
         """
         if not self.plain or any(spec.kind == "child" for spec in self.steps):
