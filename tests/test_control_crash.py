@@ -10,42 +10,20 @@ more than once only for work in flight at a kill (at most one visit per concurre
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from crash_support import finish, kill_when_ledger_reaches, ledger_count, ledger_rows
 
 SCRIPT = Path(__file__).parent / "control_scripts" / "ledger_constructs.py"
 PARALLEL_EFFECTS = ("prepare", "left-1", "left-2", "middle-1", "middle-2", "right-1", "right-2", "finish")
 STRANDS = 3  # the most visits in flight at once in the parallel workflow (three branches)
 MAP_CONCURRENCY = 16
-
-
-def ledger_rows(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(path, timeout=30) as db:
-            return list(db.execute("SELECT run_id, step FROM ledger"))
-    except sqlite3.OperationalError:  # the table is not created yet
-        return []
-
-
-def ledger_count(path: Path) -> int:
-    if not path.exists():
-        return 0
-    try:
-        with sqlite3.connect(path, timeout=30) as db:
-            return int(db.execute("SELECT count(*) FROM ledger").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
 
 
 def start(mode: str, db: Path, ledger: Path, count: int) -> subprocess.Popen[bytes]:
@@ -54,28 +32,6 @@ def start(mode: str, db: Path, ledger: Path, count: int) -> subprocess.Popen[byt
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-
-
-def kill_when_ledger_reaches(proc: subprocess.Popen[bytes], ledger: Path, target: int) -> bool:
-    """Poll the other process's ledger (bounded); SIGKILL it once ``target`` rows exist.
-
-    Returns False when the process finished by itself first.
-    """
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if ledger_count(ledger) >= target:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)  # polling a separate process; nothing in-process to wait on
-    raise AssertionError("the workflow process made no progress for 120 s")
-
-
-def finish(proc: subprocess.Popen[bytes]) -> None:
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
 
 
 def runs_in(db: Path) -> dict[str, str]:

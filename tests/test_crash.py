@@ -10,30 +10,18 @@ at a kill, which may appear once more per kill.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from crash_support import finish, kill_when_ledger_reaches, ledger_rows
 
 SCRIPT = Path(__file__).parent / "crash_scripts" / "ledger_workflow.py"
 STEPS = ("sync-a", "async-b", "action-c", "commit-d", "data-e", "commit-f")
-
-
-def _ledger_rows(path: Path) -> list[tuple[str, str]]:
-    if not path.exists():
-        return []
-    try:
-        with sqlite3.connect(path, timeout=30) as db:
-            return list(db.execute("SELECT run_id, step FROM ledger"))
-    except sqlite3.OperationalError:  # the table is not created yet
-        return []
 
 
 def _start(db: Path, ledger: Path, runs: int) -> subprocess.Popen[bytes]:
@@ -44,34 +32,16 @@ def _start(db: Path, ledger: Path, runs: int) -> subprocess.Popen[bytes]:
     )
 
 
-def _kill_when_ledger_reaches(proc: subprocess.Popen[bytes], ledger: Path, target: int) -> bool:
-    """Poll the external process's ledger (bounded); SIGKILL it once ``target`` rows exist.
-
-    Returns False when the process finished by itself first.
-    """
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if len(_ledger_rows(ledger)) >= target:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)  # polling a separate process; nothing in-process to wait on
-    raise AssertionError("the workflow process made no progress for 60 s")
-
-
 def _crash_until_done(tmp_path: Path, runs: int, seed: int) -> tuple[int, list[tuple[str, str]]]:
     rng = random.Random(seed)
     db, ledger = tmp_path / "flux.db", tmp_path / "ledger.db"
     kills = 0
     while True:
         proc = _start(db, ledger, runs)
-        target = len(_ledger_rows(ledger)) + rng.randint(1, 3)
-        if not _kill_when_ledger_reaches(proc, ledger, target):
-            _, err = proc.communicate()
-            assert proc.returncode == 0, err.decode()
-            return kills, _ledger_rows(ledger)
+        target = len(ledger_rows(ledger)) + rng.randint(1, 3)
+        if not kill_when_ledger_reaches(proc, ledger, target, limit=60):
+            finish(proc)
+            return kills, ledger_rows(ledger)
         kills += 1
 
 
@@ -99,9 +69,7 @@ def test_sigkill_at_random_points_loses_nothing_and_repeats_only_in_flight_steps
 def test_restart_without_crash_resumes_nothing_twice(tmp_path: Path) -> None:
     db, ledger = tmp_path / "flux.db", tmp_path / "ledger.db"
     for _ in range(2):
-        proc = _start(db, ledger, 3)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode()
-    assert Counter(_ledger_rows(ledger)) == Counter(
+        finish(_start(db, ledger, 3))
+    assert Counter(ledger_rows(ledger)) == Counter(
         {(f"run-{i}", step): 1 for i in range(3) for step in STEPS}
     )
