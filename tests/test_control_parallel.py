@@ -328,3 +328,61 @@ async def test_a_crash_inside_a_group_resumes_only_the_step_in_flight(
     assert calls == {"a1": 1, "a2": 2, "b1": 1, "b2": 1, "end": 1}
     assert result.data == {"a1": True, "a2": True, "b1": True, "b2": True, "end": True}
     assert result.outputs["group"] == {"a": "a2", "b": "b2"}
+
+
+async def test_a_signal_wakes_its_branch_while_a_sibling_branch_is_still_busy(engine: FluxEngine) -> None:
+    """The waiting branch goes on as soon as its signal comes, not when the slow branch ends."""
+    slow_started, slow_release, after_wait = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    waiting = asyncio.Event()
+
+    async def slow(ctx: StepContext[Any]) -> str:
+        slow_started.set()
+        await slow_release.wait()
+        return "slow-done"
+
+    def approved(ctx: StepContext[Any]) -> Any:
+        after_wait.set()
+        return ctx.outputs["approval"]
+
+    engine.on("step_start", lambda ev: waiting.set() if ev.step == "approval" else None)
+    wf = (
+        create_workflow("wake")
+        .parallel(
+            "group",
+            create_workflow("waits").wait_for_signal("approval").step("use-approval", approved),
+            create_workflow("slow").step("slow-step", slow),
+        )
+        .build()
+    )
+    run = asyncio.create_task(engine.execute(wf, run_id="w1"))
+    await slow_started.wait()
+    await waiting.wait()
+    await engine.signal("w1", "approval", {"by": "ada"})
+    # A timeout here means the branch stayed asleep until the slow branch ended.
+    await asyncio.wait_for(after_wait.wait(), timeout=10)
+    assert not slow_release.is_set()
+    assert not run.done()
+    slow_release.set()
+    result = await run
+    assert result.status == "completed"
+    assert result.outputs["use-approval"] == {"by": "ada"}
+    assert result.outputs["slow-step"] == "slow-done"
+
+
+async def test_a_waiting_branch_still_suspends_the_run_once_its_siblings_are_done(engine: FluxEngine) -> None:
+    wf = (
+        create_workflow("idle")
+        .parallel(
+            "group",
+            create_workflow("waits").wait_for_signal("approval"),
+            create_workflow("quick").step("quick-step", aecho),
+        )
+        .build()
+    )
+    result = await engine.execute(wf, run_id="i1")
+    assert result.status == "suspended"
+    assert statuses(result.history)["quick-step"] == "completed"
+    await engine.signal("i1", "approval", True)
+    resumed = await engine.resume("i1")
+    assert resumed.status == "completed"
+    assert resumed.outputs["approval"] is True

@@ -21,6 +21,7 @@ import attrs
 from flux.clock import Clock
 from flux.context import RunData, StepContext
 from flux.control import Directive
+from flux.engine._activity import Activity
 from flux.engine._attempt import call_handler
 from flux.engine._children import RunHooks, suspend_for_child
 from flux.engine._due import after, due_time, wait_timed_out
@@ -74,6 +75,8 @@ class EngineContext:
     lease: timedelta
     durable_after: float
     """Retry delays and sleeps longer than this many seconds suspend the run durably."""
+    poll_interval: float = 0.25
+    """Seconds between looks at storage for what other processes did (signals)."""
     hooks: RunHooks | None = None
     """Called at a run's end and cancellation (links child runs to their parents)."""
 
@@ -114,6 +117,8 @@ class RunDriver:
         self.recorded: dict[str, StepRecord] | None = None
         """On replay: the original run's latest visit of each step."""
         self.cancel_request: dict[str, JSON] | None = None
+        self.activity = Activity()
+        """Busy visits of a flow; a signal for this run pokes it (see ``_activity.py``)."""
 
     # --- bookkeeping ----------------------------------------------------------------------
 

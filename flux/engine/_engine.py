@@ -113,6 +113,7 @@ class FluxEngine(EventSource):
             owner=self.owner,
             lease=timedelta(seconds=lease),
             durable_after=durable_after,
+            poll_interval=poll_interval,
             hooks=RunHooks(self),
         )
         subscribe = getattr(self.clock, "subscribe", None)
@@ -504,6 +505,9 @@ class FluxEngine(EventSource):
         stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
         if stored is None:
             raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
+        driver = self._active.get(run_id)
+        if driver is not None:  # a branch of it may be waiting in memory
+            driver.activity.poke()
         if self._bus.wants(SignalReceived.name):
             await self._bus.emit(
                 SignalReceived(

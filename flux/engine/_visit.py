@@ -242,6 +242,15 @@ class Visitor:
         self, spec: StepSpec, record: StepRecord | None, call: Call, failure: ErrorInfo | None = None
     ) -> Result:
         """Run one visit of ``spec`` (``record``: the open visit to continue, None for a new one)."""
+        self.d.activity.enter()
+        try:
+            return await self._visit(spec, record, call, failure)
+        finally:
+            self.d.activity.leave()
+
+    async def _visit(
+        self, spec: StepSpec, record: StepRecord | None, call: Call, failure: ErrorInfo | None
+    ) -> Result:
         d, clock = self.d, self.env.clock
         if record is None:
             record = self.new_record(call.name, {_keys.FAILURE: failure.to_json()} if failure else EMPTY)

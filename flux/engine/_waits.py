@@ -7,7 +7,7 @@ in memory; a longer one suspends the visit until its due time.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
@@ -56,11 +56,27 @@ async def pause(
 async def _wait(visitor: Visitor, record: StepRecord, call: Call) -> Result:
     signal = record.waiting_for
     assert signal is not None
-    taken = await visitor.env.storage.take_signal(visitor.d.header.id, signal, record.seq)
-    if taken is not None:
-        data_set, data_unset = dict(record.data_set), record.data_unset
-        return Done(visitor.complete(record, taken.payload, data_set, data_unset, publish=call.publish))
-    now = visitor.env.clock.now()
-    if record.wake_at is not None and record.wake_at <= now:
-        return visitor.fail(record, wait_timed_out(call.name, signal, record.wake_at, record.attempts))
-    return visitor.suspended(record, f"waiting for signal {signal!r}")
+    d, storage = visitor.d, visitor.env.storage
+    published = False
+    while True:
+        token = d.activity.token()
+        taken = await storage.take_signal(d.header.id, signal, record.seq)
+        if taken is not None:
+            data_set, data_unset = dict(record.data_set), record.data_unset
+            return Done(visitor.complete(record, taken.payload, data_set, data_unset, publish=call.publish))
+        if record.wake_at is not None and record.wake_at <= visitor.env.clock.now():
+            return visitor.fail(record, wait_timed_out(call.name, signal, record.wake_at, record.attempts))
+        if not published:  # checkpoint the wait, so its start is told before it waits
+            d._put(record)
+            await d._flush()
+            published = True
+        # A signal sent here pokes the run; one sent by another process is seen at the next poll.
+        poll = visitor.env.clock.now() + timedelta(seconds=visitor.env.poll_interval)
+        until = poll if record.wake_at is None else min(poll, record.wake_at)
+        d.activity.leave()  # while it waits, this visit holds nobody up
+        try:
+            look_again = await d.activity.wait_for_news(token, visitor.env.clock, until)
+        finally:
+            d.activity.enter()
+        if not look_again:
+            return visitor.suspended(record, f"waiting for signal {signal!r}")
