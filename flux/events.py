@@ -225,6 +225,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: dict[str, list[Subscriber]] = {}
+        self._wanted: frozenset[str] | None = frozenset()  # None: "*" has subscribers
 
     def on(self, name: str, fn: Subscriber) -> Unsubscribe:
         """Subscribe ``fn`` to ``name``; returns a function that unsubscribes it.
@@ -239,18 +240,24 @@ class EventBus:
         if not callable(fn):
             raise TypeError(f"event subscriber must be callable, got {fn!r}")
         self._subscribers.setdefault(name, []).append(fn)
+        self._refresh()
 
         def unsubscribe() -> None:
             subscribers = self._subscribers.get(name, [])
             if fn in subscribers:
                 subscribers.remove(fn)
+                self._refresh()
 
         return unsubscribe
 
     def wants(self, name: str) -> bool:
         """True when someone listens to ``name`` (lets the engine skip building events)."""
+        wanted = self._wanted
+        return wanted is None or name in wanted
+
+    def _refresh(self) -> None:
         subs = self._subscribers
-        return bool(subs.get(name) or subs.get("*"))
+        self._wanted = None if subs.get("*") else frozenset(name for name, fns in subs.items() if fns)
 
     async def emit(self, event: Event) -> None:
         """Deliver ``event`` to its subscribers, then to the ``"*"`` ones, in order."""

@@ -150,9 +150,12 @@ class RunDriver:
             self.records[record.seq] = record
         self._pending[record.seq] = record
 
-    async def _flush(self, **changes: Any) -> None:
-        """Checkpoint the run's fields and the pending step records, then emit pending events."""
-        now = self.env.clock.now()
+    async def _flush(self, at: datetime | None = None, **changes: Any) -> None:
+        """Checkpoint the run's fields and the pending step records, then emit pending events.
+
+        ``at`` is the time of the transition when the caller has just read the clock.
+        """
+        now = at or self.env.clock.now()
         fields = self._header_fields
         fields["updated_at"] = now
         fields["lease_expires_at"] = now + self.env.lease
@@ -310,6 +313,7 @@ class RunDriver:
                 else record.attempts
             )
         timeout = spec.timeout or self.env.default_timeout
+        stamp = started if record is None else None  # a new visit has just read the clock
         while True:
             attempt += 1
             actions = self.records[seq].actions if seq < len(self.records) else EMPTY
@@ -324,7 +328,8 @@ class RunDriver:
             )
             self._put(record)
             self._event(StepStart, step=spec.name, attempt=attempt)
-            await self._flush(status=RunStatus.RUNNING, wake_at=None)
+            await self._flush(stamp, status=RunStatus.RUNNING, wake_at=None)
+            stamp = None
             context = self._context(spec, record, attempt, actions)
             try:
                 output = await self._call(spec.handler, context, timeout, spec.is_async)
