@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from flux import FluxEngine, create_workflow
 from flux.errors import LeaseLostError, SchemaVersionError, StorageCorruptedError, StorageError
 from flux.status import RunStatus
 from flux.storage import SQLiteStorage
@@ -388,3 +389,12 @@ def test_status_literals_in_the_sql_match_the_enum() -> None:
     finished = {s.value for s in RunStatus if f"'{s.value}'" in sql["request_cancel"]}
     assert finished == {s.value for s in RunStatus if s.finished}
     assert {s.value for s in RunStatus if f"'{s.value}'" in sql["due"]} == {"pending", "suspended"}
+
+
+async def test_without_a_path_the_database_is_private_and_in_memory() -> None:
+    first, second = SQLiteStorage(), SQLiteStorage()
+    async with first, second:
+        engine = FluxEngine(first)
+        result = await engine.execute(create_workflow("mem").step("a", lambda ctx: 1))
+        assert (await first.load(result.id)) is not None
+        assert await second.load(result.id) is None

@@ -44,10 +44,10 @@ class SQLiteStorage:
     """Runs kept in a SQLite database file: the embedded, durable backend.
 
     Args:
-        path: the database file (created if missing), ``":memory:"`` for a private in-memory
-            database, or a ``file:`` URI (``"file:flux.db?mode=ro"`` opens it read-only). A
-            file without any write permission bit is opened read-only too (even by root):
-            its runs can be read, writes raise :class:`StorageError`.
+        path: the database file (created if missing), ``":memory:"`` (the default) for a
+            private in-memory database, or a ``file:`` URI (``"file:flux.db?mode=ro"`` opens
+            it read-only). A file without any write permission bit is opened read-only too
+            (even by root): its runs can be read, writes raise :class:`StorageError`.
         table_prefix: prefix of every table name (letters, digits, underscore), so that
             several stores can share one file.
         busy_timeout: seconds a write waits for another process's write lock.
@@ -65,7 +65,11 @@ class SQLiteStorage:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, table_prefix: str = "flux_", busy_timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        table_prefix: str = "flux_",
+        busy_timeout: float = 30.0,
     ):
         if not busy_timeout > 0:
             raise ValueError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
