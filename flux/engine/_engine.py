@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import logging
 import uuid
@@ -18,21 +17,21 @@ import attrs
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
 from flux.engine._children import CURRENT_ENGINE, RunHooks
+from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
-from flux.engine._ownership import new_owner_id, owner_is_dead
-from flux.engine._plans import WorkflowRegistry, check_signal, latest_visits, resume_point
+from flux.engine._durability import DurabilityOps
+from flux.engine._ownership import new_owner_id
+from flux.engine._plans import WorkflowRegistry
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
-    RunError,
     RunNotFoundError,
 )
-from flux.events import EventBus, EventSource, SignalReceived
+from flux.events import EventBus, EventSource
 from flux.plan import StepSpec, Workflow
-from flux.records import RunFilter, RunRecord, SignalRecord
+from flux.records import RunFilter, RunRecord
 from flux.result import RunResult
 from flux.retry import RetryPolicy
-from flux.serde import check_json
 from flux.status import RunStatus
 from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
@@ -45,10 +44,9 @@ logger = logging.getLogger("flux.engine")
 InputT = TypeVar("InputT")
 WorkflowLike = Workflow[InputT] | WorkflowBuilder[InputT]
 DEFAULT_IDEMPOTENCY_TTL = timedelta(hours=24)
-_RECOVERABLE = (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.ROLLING_BACK)
 
 
-class FluxEngine(EventSource):
+class FluxEngine(EventSource, DurabilityOps, ControlOps):
     """Runs workflows step by step, checkpointing each step through ``storage``.
 
     Args:
@@ -353,226 +351,6 @@ class FluxEngine(EventSource):
                 run_id=run_id,
             )
         return run
-
-    # --- durability -----------------------------------------------------------------------
-
-    async def resume(self, run_id: str, *, from_step: str | int | None = None) -> RunResult:
-        """Continue a run that stopped: after a crash, a failure or a suspension.
-
-        Without ``from_step`` completed steps are skipped and the step that was in flight runs
-        again. With ``from_step`` (a name or an index) the run continues from that step, in any
-        state, completed included; earlier steps keep their recorded outputs and data.
-
-        Raises:
-            RunNotFoundError, UnknownStepError, WorkflowNotRegisteredError, PlanMismatchError,
-            InvalidRunStateError (the run is cancelled, or another live process drives it).
-        """
-        run = await self._load(run_id)
-        plan = self._registry.for_run(run)
-        start = plan.index_of(from_step) if from_step is not None else None
-        if run.status == RunStatus.CANCELLED:
-            raise InvalidRunStateError(f"run {run_id} was cancelled; it cannot be resumed", run_id=run_id)
-        if start is None and run.status == RunStatus.COMPLETED:
-            return RunResult.from_record(run)
-        claimed = await self._claim(run)
-        if claimed is None:
-            raise InvalidRunStateError(
-                f"run {run_id} is being driven by {run.owner} (lease until "
-                f"{run.lease_expires_at}); wait for it to finish or for its lease to expire",
-                run_id=run_id,
-            )
-        return await self._resume_claimed(plan, claimed, start)
-
-    async def retry_step(self, run_id: str, step_name: str) -> RunResult:
-        """Continue a failed (or rolled back) run from ``step_name``.
-
-        Raises:
-            InvalidRunStateError: the run did not fail.
-        """
-        run = await self._load(run_id)
-        if run.status not in (RunStatus.FAILED, RunStatus.ROLLED_BACK):
-            raise InvalidRunStateError(
-                f"run {run_id} is {run.status.value}, not failed; retry_step continues failed "
-                "runs (use resume(run_id, from_step=...) to re-run steps of other runs)",
-                run_id=run_id,
-            )
-        return await self.resume(run_id, from_step=step_name)
-
-    async def replay(self, run_id: str) -> RunResult:
-        """Execute a finished run again, as a new run, from its recorded history.
-
-        Ordinary steps are not called: their recorded outputs and data changes are applied
-        again. Commit steps are called again. Steps the original never finished run normally.
-        """
-        run = await self._load(run_id)
-        if not run.status.finished:
-            raise InvalidRunStateError(
-                f"run {run_id} is {run.status.value}; only finished runs can be replayed",
-                run_id=run_id,
-            )
-        plan = self._registry.for_run(run)
-        now = self.clock.now()
-        header = RunRecord(
-            id=uuid.uuid4().hex,
-            workflow=plan.name,
-            fingerprint=plan.fingerprint,
-            status=RunStatus.RUNNING,
-            input=run.input,
-            created_at=now,
-            updated_at=now,
-            owner=self.owner,
-            lease_expires_at=now + self._env.lease,
-        )
-        driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
-        driver.recorded = latest_visits(run.steps)
-        return await self._drive(driver, 0)
-
-    async def recover(self) -> builtins.list[RunResult]:
-        """Resume every run a dead process left in flight; returns the resumed runs' results.
-
-        A run whose owner process on this host is gone is taken over at once; one owned on
-        another host once its lease expires. Safe to call when nothing is stranded and from
-        several processes at once (each run is claimed by exactly one).
-        """
-        await self.start_engine()
-        stranded = await self.storage.list(RunFilter(status=_RECOVERABLE))
-        jobs = []
-        for run in stranded:
-            if run.id in self._active:
-                continue
-            try:
-                plan = self._registry.for_run(run)
-            except Exception as exc:
-                logger.error("cannot recover run %s: %s", run.id, exc)
-                continue
-            claimed = await self._claim(run)
-            if claimed is not None and claimed.status not in _RECOVERABLE:
-                await self.storage.release(run.id, self.owner)  # it ended since we listed it
-            elif claimed is not None:
-                jobs.append(self._resume_claimed(plan, claimed, None))
-        return list(await asyncio.gather(*jobs))
-
-    async def _claim(self, run: RunRecord) -> RunRecord | None:
-        now = self.clock.now()
-        takeover = run.owner if run.owner and owner_is_dead(run.owner) else None
-        return await self.storage.claim(run.id, self.owner, now + self._env.lease, now=now, takeover=takeover)
-
-    async def _resume_claimed(
-        self,
-        plan: Workflow[Any],
-        run: RunRecord,
-        start: int | None,
-    ) -> RunResult:
-        if run.status == RunStatus.ROLLING_BACK and start is None:
-            header, start = run, len(plan.steps)  # the driver finishes the rollback
-        else:
-            header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
-            start = resume_point(plan, run.steps) if start is None else start
-        driver = RunDriver(self._env, plan, header, list(run.steps), plan.codec.restore(run.input))
-        from_step = plan.steps[start].name if start < len(plan.steps) else ""
-        fresh = run.status == RunStatus.PENDING and not run.steps
-        return await self._drive(driver, start, resumed_from=None if fresh else from_step)
-
-    # --- waiting and control --------------------------------------------------------------
-
-    async def signal(self, run_id: str, signal: str, payload: Any = None) -> SignalRecord:
-        """Deliver ``signal`` with ``payload`` (JSON) to a run, durably.
-
-        A signal that arrives before its wait is kept and taken when the wait is reached; the
-        payload becomes the waiting step's output. A suspended run waiting for it becomes due
-        at once (a worker resumes it).
-
-        Raises:
-            RunNotFoundError: unknown run.
-            InvalidRunStateError: the run has finished or was cancelled.
-            UnknownSignalError: no wait of the run will take ``signal`` (the message lists
-                the names it can take), or every such wait already has a signal waiting.
-            SerializationError: ``payload`` is not JSON.
-        """
-        run = await self._load(run_id)
-        if run.status.finished:
-            raise InvalidRunStateError(
-                f"run {run_id} is {run.status.value}; signals can only go to unfinished runs", run_id=run_id
-            )
-        check_json(payload, f"the payload of signal {signal!r}")
-        try:
-            plan: Workflow[Any] | None = self._registry.for_run(run)
-        except RunError:
-            plan = None  # not known here: the names cannot be checked
-        if plan is not None:
-            queued = [s for s in await self.storage.list_signals(run_id) if s.consumed_by is None]
-            check_signal(plan, run, signal, queued)
-        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
-        if stored is None:
-            raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
-        driver = self._active.get(run_id)
-        if driver is not None:  # a branch of it may be waiting in memory
-            driver.activity.poke()
-        if self._bus.wants(SignalReceived.name):
-            await self._bus.emit(
-                SignalReceived(
-                    run_id=run_id,
-                    workflow=run.workflow,
-                    timestamp=self.clock.now(),
-                    signal=signal,
-                    payload=payload,
-                )
-            )
-        self.notify()
-        return stored
-
-    async def cancel(self, run_id: str, reason: str | None = None, *, compensate: bool = False) -> RunResult:
-        """Cancel a run.
-
-        A run driven here has its running step cancelled (an async step is interrupted; a sync
-        step's thread is abandoned); a suspended or pending run is marked cancelled; a run
-        driven by another process is asked to stop (it notices within a poll interval); a
-        finished run is left alone and its result returned as it is. With ``compensate=True``
-        completed steps are compensated first. ``workflow_cancel`` is emitted.
-        """
-        driver, task = self._active.get(run_id), self._tasks.get(run_id)
-        if driver is not None and task is not None:
-            driver.request_cancel(reason, compensate)
-            task.cancel()
-            return await asyncio.shield(task)
-        run = await self._load(run_id)
-        if run.status.finished:
-            return RunResult.from_record(run)
-        claimed = await self._claim(run)
-        if claimed is None:
-            await self.storage.request_cancel(
-                run_id, {"reason": reason or "cancelled", "compensate": compensate}
-            )
-            return RunResult.from_record(run)
-        try:
-            plan = self._registry.for_run(claimed)
-        except RunError:
-            await self.storage.release(run_id, self.owner)  # no claim left to block workers
-            raise
-        driver = RunDriver(self._env, plan, claimed, list(claimed.steps), plan.codec.restore(claimed.input))
-        driver.request_cancel(reason, compensate)
-        return await driver.cancel_now()
-
-    async def check_cancel_requests(self) -> int:
-        """Cancel the runs held here that another process asked to cancel; returns how many.
-
-        A run that suspended after the request was stored but before it was noticed has no
-        driver left to notice it: it is cancelled here too.
-        """
-        count = 0
-        for run in await self.storage.cancel_requests(self.owner):
-            driver, task = self._active.get(run.id), self._tasks.get(run.id)
-            request = run.cancel_requested or {}
-            reason, compensate = request.get("reason"), bool(request.get("compensate"))
-            if driver is not None and task is not None:
-                if driver.cancel_request is None:
-                    driver.request_cancel(reason, compensate)
-                    task.cancel()
-                    count += 1
-            elif run.lease_expires_at is None:
-                await self.cancel(run.id, reason, compensate=compensate)
-                count += 1
-        return count
 
     def worker(self, *, concurrency: int = 10, grace_period: float = 30.0) -> Worker:
         """A :class:`Worker` driving this engine's pending, due and orphaned runs."""

@@ -1,0 +1,164 @@
+"""The engine's durability operations: resume, retry_step, replay and recover.
+
+They are methods of :class:`~flux.FluxEngine`; this module keeps them apart from running and
+control, one concept per module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from flux.clock import Clock
+from flux.engine._driver import EngineContext, RunDriver
+from flux.engine._ownership import owner_is_dead
+from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point
+from flux.errors import InvalidRunStateError
+from flux.plan import Workflow
+from flux.records import RunFilter, RunRecord
+from flux.result import RunResult
+from flux.status import RunStatus
+from flux.storage.protocol import Storage
+
+logger = logging.getLogger("flux.engine")
+
+_RECOVERABLE = (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.ROLLING_BACK)
+
+
+class DurabilityOps:
+    """Continue, repeat and recover stored runs (mixed into :class:`~flux.FluxEngine`)."""
+
+    storage: Storage
+    clock: Clock
+    owner: str
+    _env: EngineContext
+    _registry: WorkflowRegistry
+    _active: dict[str, RunDriver]
+    start_engine: Callable[[], Awaitable[None]]
+    _load: Callable[[str], Awaitable[RunRecord]]
+    _drive: Callable[..., Awaitable[RunResult]]
+
+    # --- durability -----------------------------------------------------------------------
+
+    async def resume(self, run_id: str, *, from_step: str | int | None = None) -> RunResult:
+        """Continue a run that stopped: after a crash, a failure or a suspension.
+
+        Without ``from_step`` completed steps are skipped and the step that was in flight runs
+        again. With ``from_step`` (a name or an index) the run continues from that step, in any
+        state, completed included; earlier steps keep their recorded outputs and data.
+
+        Raises:
+            RunNotFoundError, UnknownStepError, WorkflowNotRegisteredError, PlanMismatchError,
+            InvalidRunStateError (the run is cancelled, or another live process drives it).
+        """
+        run = await self._load(run_id)
+        plan = self._registry.for_run(run)
+        start = plan.index_of(from_step) if from_step is not None else None
+        if run.status == RunStatus.CANCELLED:
+            raise InvalidRunStateError(f"run {run_id} was cancelled; it cannot be resumed", run_id=run_id)
+        if start is None and run.status == RunStatus.COMPLETED:
+            return RunResult.from_record(run)
+        claimed = await self._claim(run)
+        if claimed is None:
+            raise InvalidRunStateError(
+                f"run {run_id} is being driven by {run.owner} (lease until "
+                f"{run.lease_expires_at}); wait for it to finish or for its lease to expire",
+                run_id=run_id,
+            )
+        return await self._resume_claimed(plan, claimed, start)
+
+    async def retry_step(self, run_id: str, step_name: str) -> RunResult:
+        """Continue a failed (or rolled back) run from ``step_name``.
+
+        Raises:
+            InvalidRunStateError: the run did not fail.
+        """
+        run = await self._load(run_id)
+        if run.status not in (RunStatus.FAILED, RunStatus.ROLLED_BACK):
+            raise InvalidRunStateError(
+                f"run {run_id} is {run.status.value}, not failed; retry_step continues failed "
+                "runs (use resume(run_id, from_step=...) to re-run steps of other runs)",
+                run_id=run_id,
+            )
+        return await self.resume(run_id, from_step=step_name)
+
+    async def replay(self, run_id: str) -> RunResult:
+        """Execute a finished run again, as a new run, from its recorded history.
+
+        Ordinary steps are not called: their recorded outputs and data changes are applied
+        again. Commit steps are called again. Steps the original never finished run normally.
+        """
+        run = await self._load(run_id)
+        if not run.status.finished:
+            raise InvalidRunStateError(
+                f"run {run_id} is {run.status.value}; only finished runs can be replayed",
+                run_id=run_id,
+            )
+        plan = self._registry.for_run(run)
+        now = self.clock.now()
+        header = RunRecord(
+            id=uuid.uuid4().hex,
+            workflow=plan.name,
+            fingerprint=plan.fingerprint,
+            status=RunStatus.RUNNING,
+            input=run.input,
+            created_at=now,
+            updated_at=now,
+            owner=self.owner,
+            lease_expires_at=now + self._env.lease,
+        )
+        driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
+        driver.recorded = latest_visits(run.steps)
+        return await self._drive(driver, 0)
+
+    async def recover(self) -> builtins.list[RunResult]:
+        """Resume every run a dead process left in flight; returns the resumed runs' results.
+
+        A run whose owner process on this host is gone is taken over at once; one owned on
+        another host once its lease expires. Safe to call when nothing is stranded and from
+        several processes at once (each run is claimed by exactly one).
+        """
+        await self.start_engine()
+        stranded = await self.storage.list(RunFilter(status=_RECOVERABLE))
+        jobs = []
+        for run in stranded:
+            if run.id in self._active:
+                continue
+            try:
+                plan = self._registry.for_run(run)
+            except Exception as exc:
+                logger.error("cannot recover run %s: %s", run.id, exc)
+                continue
+            claimed = await self._claim(run)
+            if claimed is not None and claimed.status not in _RECOVERABLE:
+                await self.storage.release(run.id, self.owner)  # it ended since we listed it
+            elif claimed is not None:
+                jobs.append(self._resume_claimed(plan, claimed, None))
+        return list(await asyncio.gather(*jobs))
+
+    async def _claim(self, run: RunRecord) -> RunRecord | None:
+        now = self.clock.now()
+        takeover = run.owner if run.owner and owner_is_dead(run.owner) else None
+        return await self.storage.claim(run.id, self.owner, now + self._env.lease, now=now, takeover=takeover)
+
+    async def _resume_claimed(
+        self,
+        plan: Workflow[Any],
+        run: RunRecord,
+        start: int | None,
+    ) -> RunResult:
+        if run.status == RunStatus.ROLLING_BACK and start is None:
+            header, start = run, len(plan.steps)  # the driver finishes the rollback
+        else:
+            header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
+            start = resume_point(plan, run.steps) if start is None else start
+        driver = RunDriver(self._env, plan, header, list(run.steps), plan.codec.restore(run.input))
+        from_step = plan.steps[start].name if start < len(plan.steps) else ""
+        fresh = run.status == RunStatus.PENDING and not run.steps
+        return await self._drive(driver, start, resumed_from=None if fresh else from_step)
