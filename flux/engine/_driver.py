@@ -24,6 +24,7 @@ from flux.control import Directive
 from flux.engine._activity import Activity
 from flux.engine._attempt import call_handler
 from flux.engine._children import RunHooks, suspend_for_child
+from flux.engine._compensation import compensable, rollback
 from flux.engine._due import after, due_time, wait_timed_out
 from flux.engine._flow import Jump, complete_goto, run_flow
 from flux.engine._visit import ChildPending
@@ -31,9 +32,7 @@ from flux.errors import LeaseLostError
 from flux.events import (
     Event,
     EventBus,
-    RollbackComplete,
     RollbackStart,
-    StepCompensate,
     StepComplete,
     StepError,
     StepRetry,
@@ -47,7 +46,7 @@ from flux.events import (
     WorkflowStart,
     WorkflowSuspend,
 )
-from flux.plan import StepSpec, Workflow, is_async_callable
+from flux.plan import StepSpec, Workflow
 from flux.records import EMPTY, JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
 from flux.result import RunResult
 from flux.retry import RetryPolicy
@@ -237,7 +236,7 @@ class RunDriver:
 
     async def _advance(self, start: int) -> RunResult:
         if self.header.status == RunStatus.ROLLING_BACK and self.header.error is not None:
-            return await self._rollback(self.header.error)
+            return await rollback(self, self.header.error)
         if not self.workflow.plain:  # constructs, dependencies, failure routes
             return await run_flow(self, start)
         steps = self.workflow.steps
@@ -559,70 +558,12 @@ class RunDriver:
         return await self._undo_or_finish(error, RunStatus.CANCELLED, compensate=compensate)
 
     async def _undo_or_finish(self, error: ErrorInfo, status: RunStatus, compensate: bool) -> RunResult:
-        to_undo = self._compensable() if compensate else []
+        to_undo = compensable(self) if compensate else []
         if not to_undo:
             return await self._finish(status, error=error)
         self._event(RollbackStart, steps=tuple(r.step for r in to_undo), error=error)
         await self._flush(status=RunStatus.ROLLING_BACK, error=error)
-        return await self._rollback(error)
-
-    def _compensable(self) -> list[StepRecord]:
-        """Completed visits whose step has a compensation, newest first (nested steps too)."""
-        find = self.workflow.find
-        undoable = (StepStatus.COMPLETED, StepStatus.COMPENSATING)
-        return [
-            r
-            for r in reversed(self.records)
-            if r.status in undoable and getattr(find(r.step), "compensate", None) is not None
-        ]
-
-    async def _rollback(self, error: ErrorInfo) -> RunResult:
-        """Compensate newest first; ends ``rolled_back`` (``cancelled`` after a cancellation)."""
-        for record in self._compensable():
-            spec = self.workflow.find(record.step)
-            assert spec is not None
-            self._put(attrs.evolve(record, status=StepStatus.COMPENSATING))
-            await self._flush()
-            try:
-                await self._compensate(spec, record)
-            except Exception as exc:
-                comp_error = ErrorInfo.from_exception(exc, step=spec.name)
-                # Not undone, so still completed: a resume must not run the step again.
-                self._put(attrs.evolve(record, status=StepStatus.COMPLETED, error=comp_error))
-                self._event(StepCompensate, step=spec.name, attempt=record.attempts, error=comp_error)
-                self._event(RollbackComplete, succeeded=False)
-                return await self._finish(
-                    RunStatus.FAILED, error=attrs.evolve(error, compensation=comp_error)
-                )
-            self._put(attrs.evolve(record, status=StepStatus.COMPENSATED))
-            self._event(StepCompensate, step=spec.name, attempt=record.attempts)
-        self._event(RollbackComplete, succeeded=True)
-        final = RunStatus.CANCELLED if error.type == "Cancelled" else RunStatus.ROLLED_BACK
-        return await self._finish(final, error=error)
-
-    async def _compensate(self, spec: StepSpec, record: StepRecord) -> None:
-        assert spec.compensate is not None
-        try:
-            await self._compensate_attempts(spec, record)
-        finally:  # compensations' writes to ctx.data are not kept
-            self.data.load(copy_json(replay_data(self.records)).items())
-
-    async def _compensate_attempts(self, spec: StepSpec, record: StepRecord) -> None:
-        assert spec.compensate is not None
-        policy = self.env.policies(spec)
-        timeout = spec.timeout or self.env.default_timeout
-        is_async = is_async_callable(spec.compensate)
-        attempt = 0
-        while True:
-            attempt += 1
-            context = self._context(spec, record, attempt, record.actions)
-            try:
-                await self._call(spec.compensate, context, timeout, is_async)
-                return
-            except Exception as exc:
-                if not policy.should_retry(exc, attempt):
-                    raise
-                await self.env.clock.sleep(policy.delay_after(exc, attempt))
+        return await rollback(self, error)
 
     async def _finish(self, status: RunStatus, error: ErrorInfo | None = None) -> RunResult:
         now = self.env.clock.now()
