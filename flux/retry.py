@@ -108,11 +108,15 @@ class RetryPolicy:
 
     def __attrs_post_init__(self) -> None:
         problems = []
+        # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
         if self.max_attempts < 1:
             problems.append(f"max_attempts must be >= 1 (got {self.max_attempts})")
-        if self.initial_delay < 0 or self.max_delay < 0:
-            problems.append("delays must be >= 0 seconds")
-        if self.backoff_multiplier < 1:
+        if not (self.initial_delay >= 0 and self.max_delay >= 0):
+            problems.append(
+                f"delays must be >= 0 seconds (got initial_delay={self.initial_delay}, "
+                f"max_delay={self.max_delay})"
+            )
+        if not self.backoff_multiplier >= 1:
             problems.append(f"backoff_multiplier must be >= 1 (got {self.backoff_multiplier})")
         if not 0 <= self.jitter <= 1:
             problems.append(f"jitter must be a fraction between 0 and 1 (got {self.jitter})")

@@ -155,3 +155,9 @@ async def test_a_key_must_be_a_non_empty_string(engine: FluxEngine, bad: Any) ->
 async def test_the_ttl_must_be_positive(engine: FluxEngine) -> None:
     with pytest.raises(ValueError, match="positive duration"):
         await engine.execute(counting("payment", []), {"amount": 1}, idempotency_key="k", idempotency_ttl=0)
+
+
+async def test_wait_result_with_a_zero_timeout_returns_a_finished_run(storage: Storage) -> None:
+    async with FluxEngine(storage) as engine:
+        done = await engine.execute(create_workflow("quick").step("a", lambda ctx: 1))
+        assert (await engine.wait_result(done.id, timeout=0)).status == "completed"

@@ -486,3 +486,10 @@ async def test_retry_delays_wait_on_the_engine_clock() -> None:
         result, attempts = await task
     assert result.status == "completed"
     assert attempts == [1, 2]
+
+
+@pytest.mark.parametrize("field", ["initial_delay", "max_delay", "backoff_multiplier", "jitter"])
+def test_nan_is_refused_in_every_number_of_a_policy(field: str) -> None:
+    """Bad input: NaN, which slips through ordinary range checks."""
+    with pytest.raises(ValueError, match="invalid RetryPolicy"):
+        RetryPolicy(**{field: float("nan")})  # type: ignore[arg-type]

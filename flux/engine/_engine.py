@@ -316,6 +316,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
         :class:`RunNotFoundError` for an unknown id.
         """
+        run = await self._load(run_id)  # a finished run is returned even with timeout=0
+        if run.status.finished:
+            return RunResult.from_record(run)
         async with asyncio.timeout(timeout):
             while True:
                 run = await self._load(run_id)
