@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import attrs
 import pytest
 
 from flux import FluxEngine, create_workflow
@@ -398,3 +399,15 @@ async def test_without_a_path_the_database_is_private_and_in_memory() -> None:
         result = await engine.execute(create_workflow("mem").step("a", lambda ctx: 1))
         assert (await first.load(result.id)) is not None
         assert await second.load(result.id) is None
+
+
+async def test_delete_and_prune_leave_no_idempotency_keys_behind(tmp_path: Path) -> None:
+    db_path = tmp_path / "flux.db"
+    async with SQLiteStorage(db_path) as storage:
+        for run_id in ("gone", "pruned", "kept"):
+            await storage.reserve_key("flow", run_id, run_id, at(10_000), at(0))
+            finished = attrs.evolve(run_record(run_id), status=RunStatus.COMPLETED, finished_at=at(1))
+            await storage.save(finished if run_id == "pruned" else run_record(run_id))
+        await storage.delete("gone")
+        assert await storage.prune(older_than=at(5)) == 1
+    assert raw(db_path, "SELECT run_id FROM flux_keys") == [("kept",)]

@@ -241,6 +241,7 @@ class SQLiteOps:
     def _delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
         conn.execute(self.sql["steps_delete"], (run_id,))
         conn.execute(self.sql["signals_delete"], (run_id,))
+        conn.execute(self.sql["keys_delete"], (run_id,))
         return conn.execute(self.sql["run_delete"], (run_id,)).rowcount > 0
 
     def prune(self, conn: sqlite3.Connection, statuses: Sequence[str], older_than: int) -> int:
@@ -249,7 +250,7 @@ class SQLiteOps:
 
     def _prune(self, conn: sqlite3.Connection, statuses: Sequence[str], older_than: int) -> int:
         where, params = self.sql["prune_where"], [*statuses, older_than]
-        for name in ("prune_steps", "prune_signals"):
+        for name in ("prune_steps", "prune_signals", "prune_keys"):
             conn.execute(self.sql.with_marks(name, len(statuses), where=where), params)
         return conn.execute(self.sql.with_marks("prune_runs", len(statuses), where=where), params).rowcount
 

@@ -138,6 +138,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "idempotency keys leave with their run (delete and prune)",
+        ("CREATE INDEX {keys}_run ON {keys} (run_id)",),
+    ),
 )
 """Every schema version in order; a database records each one it has applied."""
 
@@ -200,6 +205,7 @@ _TEMPLATES: dict[str, str] = {
     "prune_where": "status IN ({marks}) AND COALESCE(finished_at, updated_at) < ?",
     "prune_steps": "DELETE FROM {steps} WHERE run_id IN (SELECT id FROM {runs} WHERE {where})",
     "prune_signals": "DELETE FROM {signals} WHERE run_id IN (SELECT id FROM {runs} WHERE {where})",
+    "prune_keys": "DELETE FROM {keys} WHERE run_id IN (SELECT id FROM {runs} WHERE {where})",
     "prune_runs": "DELETE FROM {runs} WHERE {where}",
     # --- leases ---
     "claim": (
@@ -223,6 +229,7 @@ _TEMPLATES: dict[str, str] = {
     "signal_take": "UPDATE {signals} SET consumed_by = ? WHERE id = ?",
     "signals_select": f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} WHERE run_id = ? ORDER BY id",
     "signals_delete": "DELETE FROM {signals} WHERE run_id = ?",
+    "keys_delete": "DELETE FROM {keys} WHERE run_id = ?",
     # --- workers ---
     "due": (
         f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} INDEXED BY {{runs}}_wake "

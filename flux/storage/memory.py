@@ -99,6 +99,8 @@ class MemoryStorage:
 
     async def delete(self, run_id: str) -> bool:
         self._signals.pop(run_id, None)
+        for bound in [k for k, (bound_run, _) in self._keys.items() if bound_run == run_id]:
+            del self._keys[bound]
         return self._runs.pop(run_id, None) is not None
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
