@@ -90,3 +90,10 @@ class _Resume:
                     pending = coro.send(value)
                 except StopIteration as done:
                     return done.value
+
+
+async def maybe_await(value: Any) -> Any:
+    """``value``, awaited first if it is awaitable (sync or async predicates and callbacks)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value

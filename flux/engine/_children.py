@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -113,7 +114,7 @@ async def _start(
         updated_at=now,
         owner=engine.owner,
         lease_expires_at=now + env.lease,
-        deadline_at=None if plan.deadline is None else now + _seconds(plan.deadline),
+        deadline_at=None if plan.deadline is None else now + timedelta(seconds=plan.deadline),
     )
     # Shielded: a parent attempt that times out or is cancelled leaves the child running (a
     # cancelled parent cancels it explicitly); the next attempt finds it by its id.
@@ -212,9 +213,3 @@ async def suspend_for_child(
     driver.header = attrs.evolve(claimed, steps=())
     driver._event(WorkflowResume, from_step=spec.name)
     return await driver._run_step(spec, driver.records[seq])
-
-
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)

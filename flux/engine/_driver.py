@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -22,7 +21,7 @@ from flux.clock import Clock
 from flux.context import RunData, StepContext
 from flux.control import Directive
 from flux.engine._activity import Activity
-from flux.engine._attempt import call_handler
+from flux.engine._attempt import call_handler, maybe_await
 from flux.engine._children import RunHooks, suspend_for_child
 from flux.engine._compensation import compensable, rollback
 from flux.engine._due import after, due_time, wait_timed_out
@@ -295,7 +294,7 @@ class RunDriver:
             seq, started, condition = record.seq, record.started_at or started, record.condition
             if spec.when is not None and condition is None:
                 try:
-                    condition = bool(await _maybe_await(spec.when(self._context(spec, record, 0))))
+                    condition = bool(await maybe_await(spec.when(self._context(spec, record, 0))))
                 except Exception as exc:
                     return self._failed(spec, record, started, ErrorInfo.from_exception(exc, step=spec.name))
                 if not condition:
@@ -578,9 +577,3 @@ class RunDriver:
         if self.env.hooks is not None:  # a child run wakes its parent
             await self.env.hooks.finished(self)
         return self.result()
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value

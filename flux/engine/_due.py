@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from flux.context import StepContext
+from flux.engine._attempt import maybe_await
 from flux.errors import WaitTimeoutError
 from flux.plan import StepSpec
 from flux.records import ErrorInfo
@@ -28,9 +28,7 @@ async def due_time(
     """
     if spec.until is None:
         return now + timedelta(seconds=spec.duration or 0.0)
-    due = spec.until(context())
-    if inspect.isawaitable(due):
-        due = await due
+    due = await maybe_await(spec.until(context()))
     if not isinstance(due, datetime) or due.tzinfo is None:
         raise TypeError(
             f"sleep_until of step {name!r} must return a timezone-aware datetime "

@@ -13,7 +13,6 @@ changed in three ways so that visits can run side by side:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import attrs
 from flux.context import RunData, StepContext
 from flux.control import Directive, Goto
 from flux.engine import _keys
+from flux.engine._attempt import maybe_await
 from flux.errors import LeaseLostError, UnknownStepError
 from flux.events import StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
 from flux.records import EMPTY, JSON, ErrorInfo, StepRecord, replay_data
@@ -385,10 +385,3 @@ class Visitor:
                 f"{', '.join(call.targets) or 'none'}"
             )
         return output.step
-
-
-async def maybe_await(value: Any) -> Any:
-    """``await value`` if it is awaitable, else ``value``."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
