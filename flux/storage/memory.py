@@ -98,10 +98,14 @@ class MemoryStorage:
         return [self._assemble(e) for e in paginate(entries, filter)]
 
     async def delete(self, run_id: str) -> bool:
-        self._signals.pop(run_id, None)
-        for bound in [k for k, (bound_run, _) in self._keys.items() if bound_run == run_id]:
-            del self._keys[bound]
-        return self._runs.pop(run_id, None) is not None
+        return self._forget({run_id}) == 1
+
+    def _forget(self, run_ids: set[str]) -> int:
+        """Drop runs with their signals and idempotency keys (one pass over the keys)."""
+        for run_id in run_ids:
+            self._signals.pop(run_id, None)
+        self._keys = {key: bound for key, bound in self._keys.items() if bound[0] not in run_ids}
+        return sum(self._runs.pop(run_id, None) is not None for run_id in run_ids)
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
         entry = self._runs.get(run.id)
@@ -121,14 +125,13 @@ class MemoryStorage:
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
         statuses = finished_statuses(status)
-        doomed = [
-            run_id
-            for run_id, e in self._runs.items()
-            if e.run.status in statuses and (e.run.finished_at or e.run.updated_at) < older_than
-        ]
-        for run_id in doomed:
-            await self.delete(run_id)
-        return len(doomed)
+        return self._forget(
+            {
+                run_id
+                for run_id, e in self._runs.items()
+                if e.run.status in statuses and (e.run.finished_at or e.run.updated_at) < older_than
+            }
+        )
 
     async def claim(
         self,
