@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from flux._scheduler import ScheduleRunner
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.records import RunRecord
 from flux.result import RunResult
+from flux.schedule import Schedule
 from flux.status import RunStatus
 
 if TYPE_CHECKING:
@@ -35,11 +38,20 @@ class Worker:
         concurrency: at most this many runs in flight at once.
         grace_period: on stop, seconds to let running steps finish before they are cancelled
             (their runs are released for another worker to take over).
+        schedules: cron :class:`~flux.Schedule` objects this worker fires (each slot starts
+            one run, however many workers share the schedule).
 
     Use ``async with engine.worker(concurrency=4):`` or ``await Worker(engine).run()``.
     """
 
-    def __init__(self, engine: FluxEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: FluxEngine,
+        *,
+        concurrency: int = 10,
+        grace_period: float = 30.0,
+        schedules: Iterable[Schedule] = (),
+    ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if grace_period < 0:
@@ -51,6 +63,7 @@ class Worker:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._skipped: set[str] = set()
+        self._schedules = ScheduleRunner(engine, schedules)
         self.completed = 0
         """Runs this worker drove to an end or a suspension."""
 
@@ -67,6 +80,7 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Claim and drive runs until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
         await self.engine.start_engine()
+        await self._schedules.start()
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,6 +90,7 @@ class Worker:
             while not self._stopping:
                 wake.clear()
                 try:
+                    await self._schedules.tick()
                     await self._fill()
                     await self.engine.check_cancel_requests()
                 except Exception:
@@ -91,6 +106,7 @@ class Worker:
 
     async def __aenter__(self) -> Worker:
         await self.engine.start_engine()
+        await self._schedules.start()
         self._runner = asyncio.get_running_loop().create_task(self.run())
         return self
 
