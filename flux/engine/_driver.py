@@ -186,6 +186,7 @@ class RunDriver:
             input=header.input,
             created_at=header.created_at,
             finished_at=header.finished_at,
+            labels=dict(header.labels),
         )
 
     # --- the run --------------------------------------------------------------------------

@@ -112,6 +112,7 @@ class DurabilityOps:
             updated_at=now,
             owner=self.owner,
             lease_expires_at=now + self._env.lease,
+            labels=run.labels,
         )
         driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
         driver.recorded = latest_visits(run.steps)
