@@ -16,6 +16,7 @@ import attrs
 
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
+from flux.engine import _logs
 from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
@@ -25,6 +26,7 @@ from flux.engine._plans import WorkflowRegistry
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
+    LeaseLostError,
     RunNotFoundError,
 )
 from flux.events import EventBus, EventSource
@@ -102,6 +104,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
         self._heartbeat: asyncio.Task[None] | None = None
+        _logs.attach(self._bus)
         self._env = EngineContext(
             storage=self.storage,
             clock=self.clock,
@@ -304,6 +307,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._ensure_heartbeat()
         try:
             result = await task
+        except LeaseLostError as exc:
+            _logs.lease_lost(run_id, driver.header.workflow, exc)
+            raise
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
