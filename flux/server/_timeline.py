@@ -45,7 +45,8 @@ def _info(record: StepRecord) -> str:
     if record.attempts > 1:
         parts.append(f"{record.attempts} attempts ({record.attempts - 1} retried)")
     if record.waiting_for:
-        parts.append(f"waiting for {record.waiting_for}")
+        waiting = record.status == StepStatus.SUSPENDED
+        parts.append(f"{'waiting' if waiting else 'waited'} for {record.waiting_for}")
     elif record.wake_at is not None and record.status == StepStatus.SUSPENDED:
         parts.append(f"until {record.wake_at:%H:%M:%S}")
     if record.duration is not None:
