@@ -130,7 +130,9 @@ class Worker:
         for run in candidates:
             if len(self._tasks) >= self.concurrency:
                 return
-            if run.id not in engine._active and run.id not in self._skipped:
+            # A run taken on an earlier pass may not have started yet (so is not active yet).
+            taken = run.id in self._tasks.values()
+            if run.id not in engine._active and run.id not in self._skipped and not taken:
                 await self._take(run)
 
     async def _take(self, run: RunRecord) -> None:

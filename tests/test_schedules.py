@@ -277,3 +277,21 @@ except ImportError as exc:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "server: flux.server needs the server extra: pip install 'flux-workflow[server]'" in result.stdout
     assert "schedule: flux.Schedule needs croniter: pip install 'flux-workflow[server]'" in result.stdout
+
+
+async def test_each_scheduled_run_is_driven_once_on_memory_storage(clock: FakeClock, done: Done) -> None:
+    # MemoryStorage never yields to the loop: a run the worker took on one pass has not started
+    # by the next pass, and must not be taken twice.
+    starts: list[str] = []
+    flow = create_workflow("report").step("send", done.step)
+    async with (
+        FluxEngine(clock=clock) as engine,
+        engine.worker(schedules=[Schedule("r", flow, cron="*/5 * * * *")]),
+    ):
+        engine.on("workflow_start", lambda event: starts.append(event.run_id))
+        for slot in range(1, 4):
+            await clock.advance(FIVE)
+            await done.until(slot)
+        runs = await engine.list()
+    assert sorted(starts) == sorted(run.id for run in runs)
+    assert [run.status for run in runs] == ["completed"] * 3
