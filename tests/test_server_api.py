@@ -355,7 +355,7 @@ def test_create_app_refuses_bad_arguments() -> None:
     engine = FluxEngine()
     with pytest.raises(ValueError, match="max_body"):
         create_app(engine, max_body=0)
-    with pytest.raises(TypeError, match="workflows must be"):
+    with pytest.raises(TypeError, match="expected a Workflow or a builder"):
         create_app(engine, workflows=["greet"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="webhooks must be"):
         create_app(engine, webhooks=[greet])  # type: ignore[list-item]
