@@ -202,9 +202,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             InvalidRunStateError: ``run_id`` is already used by a stored run.
         """
         plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
-        if existing is not None:
-            return RunResult.from_record(await self._load(existing), created=False)
+        if run_id is not None or idempotency_key is not None:
+            # A generated id never collides: its run is created by its first checkpoint.
+            existing = await self._create(header, idempotency_key, idempotency_ttl)
+            if existing is not None:
+                return RunResult.from_record(await self._load(existing), created=False)
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
 
     async def start(
@@ -222,13 +224,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
-        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
+        _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
+        pending = attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
+        existing = await self._create(pending, idempotency_key, idempotency_ttl)
         if existing is not None:
             return existing
-        await self.storage.save(
-            attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
-        )
         self.notify()
         return header.id
 
@@ -244,12 +244,6 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
-        if run_id is not None and await self.storage.load(run_id) is not None:
-            raise InvalidRunStateError(
-                f"run id {run_id!r} is already used; pick another id, or continue that run with "
-                "engine.resume(run_id)",
-                run_id=run_id,
-            )
         now = self.clock.now()
         seconds = _seconds(deadline) if deadline is not None else plan.deadline
         header = RunRecord(
@@ -266,22 +260,22 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         )
         return plan, typed, header
 
-    async def _reserve(
-        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, header: RunRecord
-    ) -> str | None:
-        if key is None:
-            return None
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
-        now = self.clock.now()
-        expires = now + timedelta(seconds=_seconds(ttl))
-        # Store the run (not yet due) before binding the key: a concurrent caller with the same
-        # key then finds a stored run behind the binding and returns it instead of a second run.
-        await self.storage.save(attrs.evolve(header, wake_at=None))
-        existing = await self.storage.reserve_key(plan.name, key, header.id, expires, now)
-        if existing is not None:
-            await self.storage.delete(header.id)
-        return existing
+    async def _create(self, header: RunRecord, key: str | None, ttl: float | timedelta) -> str | None:
+        """Store a new run (and bind ``key``) in one storage operation; the id of the run
+        already bound to ``key``, or None when ``header`` was stored."""
+        expires = None
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
+            expires = header.created_at + timedelta(seconds=_seconds(ttl))
+        try:
+            return await self.storage.create(header, key=key, key_expires_at=expires)
+        except InvalidRunStateError:
+            raise InvalidRunStateError(
+                f"run id {header.id!r} is already used; pick another id, or continue that run "
+                "with engine.resume(run_id)",
+                run_id=header.id,
+            ) from None
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id

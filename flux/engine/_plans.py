@@ -8,7 +8,7 @@ from typing import Any
 from flux.engine._positions import flow_resume_point, jumped
 from flux.errors import PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
 from flux.plan import Workflow
-from flux.records import RunRecord, SignalRecord, StepRecord
+from flux.records import RunRecord, StepRecord
 from flux.status import StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -123,16 +123,13 @@ def open_signals(workflow: Workflow[Any] | None, records: Sequence[StepRecord]) 
     return counts
 
 
-def check_signal(
-    workflow: Workflow[Any], run: RunRecord, signal: str, queued: Sequence[SignalRecord]
-) -> None:
-    """Refuse a signal that no wait of the run will ever take.
-
-    ``queued`` are the run's signals not taken yet.
+def check_signal(workflow: Workflow[Any], run: RunRecord, signal: str) -> int:
+    """Refuse a signal that no wait of the run will ever take; else how many waits may take it
+    (a signal beyond that many queued ones would never be consumed).
 
     Raises:
         UnknownSignalError: no open wait takes ``signal`` (the message lists the names that
-            can be sent), or every such wait already has a signal queued.
+            can be sent).
     """
     open_waits = open_signals(workflow, run.steps)
     if signal not in open_waits:
@@ -140,9 +137,4 @@ def check_signal(
         raise UnknownSignalError(
             f"run {run.id} will never wait for signal {signal!r}; it can take: {names}", run_id=run.id
         )
-    if sum(1 for s in queued if s.name == signal) >= open_waits[signal]:
-        raise UnknownSignalError(
-            f"run {run.id} already holds a signal {signal!r} for each wait that will take one; "
-            "a duplicate would never be consumed",
-            run_id=run.id,
-        )
+    return open_waits[signal]
