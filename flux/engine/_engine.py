@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from flux._duration import to_count, to_seconds, to_timedelta
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
 from flux.engine._children import CURRENT_ENGINE, RunHooks
@@ -58,6 +59,10 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         clock: the time source (``flux.testing.FakeClock`` in tests).
         workflows: workflows to register, so runs stored by other processes can be resumed.
         lease: seconds a run's claim lasts without a checkpoint or heartbeat.
+
+    Durations are seconds or ``timedelta`` values; NaN, infinity, negatives, zero (except for
+    ``durable_after``) and more than 100 years raise ``ValueError`` naming the argument, as
+    does a ``default_retries`` that is not an int >= 0.
         durable_after: retry delays and sleeps longer than this many seconds are stored as due
             times (the run suspends and a worker wakes it) instead of waiting in memory.
         poll_interval: seconds between looks at storage for work from other processes.
@@ -79,12 +84,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
     ) -> None:
-        if default_retries < 0:
-            raise ValueError(f"default_retries must be >= 0, got {default_retries}")
-        if not default_timeout > 0:
-            raise ValueError(f"default_timeout must be a positive number of seconds, got {default_timeout}")
-        if not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease}")
+        to_count(default_retries, "default_retries", minimum=0)
+        default_timeout = to_seconds(default_timeout, "default_timeout")
+        lease_time = to_timedelta(lease, "lease")
+        durable_after = to_seconds(durable_after, "durable_after", zero=True)
+        poll_interval = to_seconds(poll_interval, "poll_interval")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock or SystemClock()
         self.owner = new_owner_id()
@@ -105,11 +109,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             storage=self.storage,
             clock=self.clock,
             bus=self._bus,
-            default_timeout=float(default_timeout),
+            default_timeout=default_timeout,
             policies=self._policy_for,
             executor=self._get_executor,
             owner=self.owner,
-            lease=timedelta(seconds=lease),
+            lease=lease_time,
             durable_after=durable_after,
             poll_interval=poll_interval,
             hooks=RunHooks(self),
@@ -245,7 +249,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
         now = self.clock.now()
-        seconds = _seconds(deadline) if deadline is not None else plan.deadline
+        seconds = to_seconds(deadline, "deadline") if deadline is not None else plan.deadline
         header = RunRecord(
             id=run_id or uuid.uuid4().hex,
             workflow=plan.name,
@@ -267,7 +271,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         if key is not None:
             if not isinstance(key, str) or not key:
                 raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
-            expires = header.created_at + timedelta(seconds=_seconds(ttl))
+            expires = header.created_at + to_timedelta(ttl, "idempotency_ttl")
         try:
             return await self.storage.create(header, key=key, key_expires_at=expires)
         except InvalidRunStateError:
@@ -310,6 +314,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
         :class:`RunNotFoundError` for an unknown id.
         """
+        if timeout is not None:
+            timeout = to_seconds(timeout, "timeout", zero=True)
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
@@ -393,10 +399,3 @@ def _check_validators(plan: Workflow[Any], typed: Any) -> None:
                 f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
                 f"for {typed!r}"
             )
-
-
-def _seconds(value: float | timedelta) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise ValueError(f"expected a positive duration in seconds, got {value!r}")
-    return seconds

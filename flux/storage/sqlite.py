@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from flux._duration import to_seconds
 from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
@@ -71,11 +72,9 @@ class SQLiteStorage:
         table_prefix: str = "flux_",
         busy_timeout: float = 30.0,
     ):
-        if not busy_timeout > 0:
-            raise ValueError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        self.busy_timeout = to_seconds(busy_timeout, "busy_timeout")
         self.path = os.fspath(path)
         self.table_prefix = table_prefix
-        self.busy_timeout = float(busy_timeout)
         self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
