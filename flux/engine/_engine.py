@@ -201,9 +201,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         not finished by then.
 
         Raises:
-            InvalidInputError: ``input`` does not fit the workflow's input type or validators
-                (nothing is stored then).
+            InvalidInputError: ``input`` does not fit the workflow's input type or validators,
+                or ``run_id`` is not a non-empty str of at most 200 printable characters
+                without ``/`` or ``#`` (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
+            ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
         plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
         if run_id is not None or idempotency_key is not None:
@@ -244,6 +246,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         deadline: float | timedelta | None,
         status: RunStatus,
     ) -> tuple[Workflow[Any], Any, RunRecord]:
+        if run_id is not None:
+            _check_run_id(run_id)
         await self.start_engine()
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
@@ -399,3 +403,23 @@ def _check_validators(plan: Workflow[Any], typed: Any) -> None:
                 f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
                 f"for {typed!r}"
             )
+
+
+MAX_RUN_ID = 200
+"""The longest run id a caller may choose (flux derives longer ids for child runs)."""
+
+
+def _check_run_id(run_id: object) -> None:
+    """Refuse a run id that is not a short, printable str free of child-id characters."""
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= MAX_RUN_ID
+        or not run_id.isprintable()
+        or "/" in run_id
+        or "#" in run_id
+    ):
+        raise InvalidInputError(
+            f"run_id must be a non-empty str of at most {MAX_RUN_ID} printable characters "
+            f"without '/' or '#' (flux uses those in child run ids), got {run_id!r}; pass "
+            "run_id=None for a generated id"
+        )
