@@ -260,3 +260,34 @@ async def test_plan_mismatch_lists_both_sides_of_a_rename(clock: FakeClock) -> N
             await engine.resume("r1")
     assert "step 'charge' ran in the run but is not in the plan" in caught.value.differences
     assert "plan step 'bill' is not in the run's history" in caught.value.differences
+
+
+# --- item 15: a gap in the stored step history --------------------------------------------------
+
+
+async def test_a_gap_in_step_seq_fails_the_run_instead_of_overwriting(clock: FakeClock) -> None:
+    """Fault: a tampered store holds step records seq 0 and 2 (no 1) for a run left running.
+    The next visit used to take seq ``len(records)`` = 2 and overwrite the stored record 2;
+    now the run ends ``failed`` with StorageCorruptedError naming the gap, records untouched."""
+    storage = MemoryStorage()
+    flow = create_workflow("w").step("a", lambda ctx: 1).step("b", lambda ctx: 2).step("c", lambda ctx: 3)
+    kept = StepRecord(seq=2, step="c", status=StepStatus.COMPLETED, attempts=1, output=3)
+    steps = (StepRecord(seq=0, step="a", status=StepStatus.COMPLETED, attempts=1, output=1), kept)
+    await storage.save(
+        RunRecord(
+            id="r1",
+            workflow="w",
+            fingerprint=flow.build().fingerprint,
+            status=RunStatus.RUNNING,
+            created_at=clock.now(),
+            updated_at=clock.now(),
+            steps=steps,
+        )
+    )
+    async with FluxEngine(storage, clock=clock, workflows=[flow]) as engine:
+        result = await engine.resume("r1")
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.type == "StorageCorruptedError"
+    assert "skip seq 1" in result.error.message
+    stored = await storage.load("r1")
+    assert stored is not None and stored.steps == steps

@@ -18,7 +18,7 @@ from flux.clock import Clock
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import owner_is_dead
 from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point
-from flux.errors import InvalidInputError, InvalidRunStateError
+from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError
 from flux.events import EventBus, WorkflowError
 from flux.plan import Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord
@@ -177,17 +177,19 @@ class DurabilityOps:
             header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
             start = resume_point(plan, run.steps) if start is None else start
         try:
+            check_history(run)
             typed = plan.codec.restore(run.input)
-        except InvalidInputError as exc:
-            return await self._fail_unrestorable(run, exc)
+        except (InvalidInputError, StorageCorruptedError) as exc:
+            return await self._fail_before_start(run, exc)
         driver = RunDriver(self._env, plan, header, list(run.steps), typed)
         from_step = plan.steps[start].name if start < len(plan.steps) else ""
         fresh = run.status == RunStatus.PENDING and not run.steps
         return await self._drive(driver, start, resumed_from=None if fresh else from_step)
 
-    async def _fail_unrestorable(self, run: RunRecord, exc: InvalidInputError) -> RunResult:
-        """End a claimed run whose stored input no longer fits the workflow's input type
-        (a deploy changed the type): failed, with the error naming the field. Never retried."""
+    async def _fail_before_start(self, run: RunRecord, exc: Exception) -> RunResult:
+        """End a claimed run that cannot be driven at all: its stored input no longer fits the
+        workflow's input type (a deploy changed it), or its step history has a gap. Failed,
+        with the error saying why; never retried in a loop."""
         now = self.clock.now()
         error = ErrorInfo.from_exception(exc)
         failed = attrs.evolve(
@@ -215,3 +217,19 @@ class DurabilityOps:
                 )
             )
         return RunResult.from_record(attrs.evolve(failed, steps=run.steps))
+
+
+def check_history(run: RunRecord) -> None:
+    """Refuse step records whose ``seq`` are not 0, 1, 2...: a visit numbered after a gap
+    would overwrite a stored record.
+
+    Raises:
+        StorageCorruptedError: naming the run and the first missing seq.
+    """
+    for expected, record in enumerate(run.steps):
+        if record.seq != expected:
+            raise StorageCorruptedError(
+                f"run {run.id!r}: its step records skip seq {expected} (found seq {record.seq}); "
+                "the history was changed outside flux. Restore the database from a backup or "
+                f"delete the run with `await storage.delete({run.id!r})`."
+            )
