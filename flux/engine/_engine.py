@@ -375,7 +375,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             await asyncio.sleep(interval)
             if self._active:
                 try:
-                    await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
+                    lease = self.clock.now() + self._env.lease
+                    await self.storage.renew(self.owner, lease, list(self._active))
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")

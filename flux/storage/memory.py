@@ -169,10 +169,11 @@ class MemoryStorage:
         entry.run = attrs.evolve(entry.run, owner=owner, lease_expires_at=lease_expires_at)
         return self._assemble(entry)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         count = 0
-        for entry in self._runs.values():
-            if entry.run.owner == owner and entry.run.lease_expires_at is not None:
+        for run_id in set(run_ids):
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.run.owner == owner and entry.run.lease_expires_at is not None:
                 entry.run = attrs.evolve(entry.run, lease_expires_at=lease_expires_at)
                 count += 1
         return count
