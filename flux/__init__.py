@@ -44,7 +44,7 @@ from flux.errors import (
     WorkflowNotRegisteredError,
 )
 from flux.events import Event
-from flux.metrics import RunMetrics, StepMetrics, metrics
+from flux.metrics import RunMetrics, StepMetrics, run_metrics
 from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord, StepRecord
 from flux.result import Recovery, RunResult
@@ -114,7 +114,7 @@ __all__ = [
     "create_workflow",
     "goto",
     "is_retryable_error",
-    "metrics",
+    "run_metrics",
     "wait",
     "with_retry",
 ]

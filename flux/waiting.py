@@ -7,8 +7,8 @@ from datetime import timedelta
 import attrs
 
 from flux._duration import to_seconds
+from flux._spec import check_name
 from flux.control import Directive
-from flux.plan import check_name
 
 
 @attrs.frozen(kw_only=True)

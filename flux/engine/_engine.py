@@ -17,6 +17,7 @@ import attrs
 from flux._duration import to_count, to_seconds, to_timedelta
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
+from flux.engine import _logs
 from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
@@ -26,9 +27,11 @@ from flux.engine._plans import WorkflowRegistry
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
+    LeaseLostError,
     RunNotFoundError,
 )
 from flux.events import EventBus, EventSource
+from flux.labels import check_labels
 from flux.plan import StepSpec, Workflow
 from flux.records import RunFilter, RunRecord
 from flux.result import RunResult
@@ -105,6 +108,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
         self._heartbeat: asyncio.Task[None] | None = None
+        _logs.attach(self._bus)
         self._env = EngineContext(
             storage=self.storage,
             clock=self.clock,
@@ -191,6 +195,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
 
@@ -198,21 +203,35 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         With ``idempotency_key``, a key already used for this workflow within
         ``idempotency_ttl`` returns that run (``result.created`` is False) instead of a new one.
         ``deadline`` (seconds, default the workflow's ``.deadline``) cancels the run if it is
-        not finished by then.
+        not finished by then. ``labels`` (str to str, see :func:`flux.labels.check_labels`) are
+        stored with the run, returned on ``result.labels`` and copied to its child runs.
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators,
+<<<<<<< HEAD
+                or ``labels`` are not valid (nothing is stored then).
+=======
                 or ``run_id`` is not a non-empty str of at most 200 printable characters
                 without ``/`` or ``#`` (nothing is stored then).
+>>>>>>> harden
             InvalidRunStateError: ``run_id`` is already used by a stored run.
             ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
+<<<<<<< HEAD
+        plan, typed, header = await self._new_run(
+            workflow, input, run_id, deadline, RunStatus.RUNNING, labels
+        )
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
+        if existing is not None:
+            return RunResult.from_record(await self._load(existing), created=False)
+=======
         plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
         if run_id is not None or idempotency_key is not None:
             # A generated id never collides: its run is created by its first checkpoint.
             existing = await self._create(header, idempotency_key, idempotency_ttl)
             if existing is not None:
                 return RunResult.from_record(await self._load(existing), created=False)
+>>>>>>> harden
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
 
     async def start(
@@ -224,15 +243,21 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Store a new ``pending`` run for a worker to drive, and return its id at once.
 
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
+<<<<<<< HEAD
+        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
+        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
+=======
         _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
         pending = attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
         existing = await self._create(pending, idempotency_key, idempotency_ttl)
+>>>>>>> harden
         if existing is not None:
             return existing
         self.notify()
@@ -245,6 +270,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         run_id: str | None,
         deadline: float | timedelta | None,
         status: RunStatus,
+        labels: Mapping[str, str] | None,
     ) -> tuple[Workflow[Any], Any, RunRecord]:
         if run_id is not None:
             _check_run_id(run_id)
@@ -252,6 +278,16 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
+<<<<<<< HEAD
+        checked = check_labels(labels)
+        if run_id is not None and await self.storage.load(run_id) is not None:
+            raise InvalidRunStateError(
+                f"run id {run_id!r} is already used; pick another id, or continue that run with "
+                "engine.resume(run_id)",
+                run_id=run_id,
+            )
+=======
+>>>>>>> harden
         now = self.clock.now()
         seconds = to_seconds(deadline, "deadline") if deadline is not None else plan.deadline
         header = RunRecord(
@@ -265,6 +301,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             owner=self.owner,
             lease_expires_at=now + self._env.lease,
             deadline_at=None if seconds is None else now + timedelta(seconds=seconds),
+            labels=checked,
         )
         return plan, typed, header
 
@@ -297,6 +334,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._ensure_heartbeat()
         try:
             result = await task
+        except LeaseLostError as exc:
+            _logs.lease_lost(run_id, driver.header.workflow, exc)
+            raise
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
@@ -343,10 +383,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         status: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        labels: Mapping[str, str] | None = None,
     ) -> list[RunResult]:
-        """Stored runs, newest first, filtered by workflow name and status (one or several)."""
+        """Stored runs, newest first, filtered by workflow name, status (one or several) and
+        ``labels`` (runs carrying every given label)."""
         await self.start_engine()
-        runs = await self.storage.list(RunFilter(workflow=name, status=status, limit=limit, offset=offset))
+        wanted = RunFilter(workflow=name, status=status, labels=labels, limit=limit, offset=offset)
+        runs = await self.storage.list(wanted)
         return [RunResult.from_record(run) for run in runs]
 
     async def _load(self, run_id: str) -> RunRecord:
