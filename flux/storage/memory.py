@@ -9,15 +9,9 @@ from datetime import datetime
 
 import attrs
 
-<<<<<<< HEAD
-from flux.errors import LeaseLostError
+from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
 from flux.records import EMPTY, JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import SHARED, copy_json
-=======
-from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
-from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
-from flux.serde import copy_json
->>>>>>> harden
 from flux.status import RunStatus
 from flux.storage._common import duplicate_signal, finished_statuses, paginate
 
@@ -129,16 +123,16 @@ class MemoryStorage:
         self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
     ) -> str | None:
         if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
             bound = self._keys.get((run.workflow, key))
             if bound is not None and bound[1] > run.created_at and bound[0] in self._runs:
                 return bound[0]
         if run.id in self._runs:
             raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
         entry = self._runs[run.id] = _Entry(run, next(self._order))
-        entry.steps = {record.seq: _copy_step(record) for record in run.steps}
-        if key is not None:
-            if key_expires_at is None:
-                raise ValueError("create(key=...) needs key_expires_at")
+        entry.steps = {record.seq: _keep(record) for record in run.steps}
+        if key is not None and key_expires_at is not None:
             self._keys[(run.workflow, key)] = (run.id, key_expires_at)
         return None
 
