@@ -71,12 +71,12 @@ def _utf8(text: str) -> bool:
 
 
 _DIGITS = sys.get_int_max_str_digits()
-_SAFE_BITS = int(_DIGITS * 3.32) - 8 if _DIGITS else 0  # fewer bits: fewer digits than the limit
+_SAFE_BITS = int(_DIGITS * 3.32) - 8 if _DIGITS else sys.maxsize  # fewer bits: fewer digits
 
 
 def _int_ok(value: int) -> bool:
     """True when ``value`` can be written as text (Python refuses ints over its digit limit)."""
-    if not _SAFE_BITS or value.bit_length() <= _SAFE_BITS:
+    if value.bit_length() <= _SAFE_BITS:
         return True
     try:
         str(value)
@@ -133,16 +133,22 @@ def _is_json(value: Any) -> bool:
         return value.isascii() or _utf8(value)
     if kind is int:
         return value.bit_length() <= _SAFE_BITS or _int_ok(value)
-    if kind is bool or value is None:
-        return True
     if kind is float:
         return math.isfinite(value)
+    if kind is bool or value is None:
+        return True
     if kind is dict:
-        return all(type(key) is str and (key.isascii() or _utf8(key)) for key in value) and all(
-            map(_is_json, value.values())
-        )
+        for key, item in value.items():
+            if not (type(key) is str and key.isascii()) and not (isinstance(key, str) and valid_text(key)):
+                return False
+            if type(item) is str:
+                if not item.isascii() and not _utf8(item):
+                    return False
+            elif type(item) is not bool and item is not None and not _is_json(item):
+                return False
+        return True
     if kind is list or kind is tuple:
-        return all(map(_is_json, value))
+        return all(_is_json(item) for item in value if type(item) is not bool and item is not None)
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -193,8 +193,8 @@ class RenewCounter(MemoryStorage):
         self.renewals: list[int] = []
         self.renewed = asyncio.Event()
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        count = await super().renew(owner, lease_expires_at)
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        count = await super().renew(owner, lease_expires_at, run_ids)
         self.renewals.append(count)
         self.renewed.set()
         return count

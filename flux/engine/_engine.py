@@ -208,8 +208,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators,
-                ``labels`` are not valid, or ``run_id`` is not a non-empty str of at most 200
-                printable characters without ``/`` or ``#`` (nothing is stored then).
+                or ``labels`` are not valid, or ``run_id`` is not a non-empty str of at most
+                200 printable characters without ``/`` or ``#`` (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
             ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
@@ -393,7 +393,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             await asyncio.sleep(interval)
             if self._active:
                 try:
-                    await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
+                    lease = self.clock.now() + self._env.lease
+                    await self.storage.renew(self.owner, lease, list(self._active))
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")

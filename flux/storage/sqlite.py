@@ -344,9 +344,10 @@ class SQLiteStorage:
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
         return await self._call(self._ops.claim, run_id, owner, lease, at, takeover)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds (with a lease); returns how many."""
-        return await self._call(self._ops.renew, owner, micros(lease_expires_at, "lease_expires_at"))
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
+        lease = micros(lease_expires_at, "lease_expires_at")
+        return await self._call(self._ops.renew, owner, lease, sorted(set(run_ids)))
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
