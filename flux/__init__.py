@@ -44,10 +44,10 @@ from flux.errors import (
     WorkflowNotRegisteredError,
 )
 from flux.events import Event
-from flux.metrics import RunMetrics, StepMetrics, metrics
+from flux.metrics import RunMetrics, StepMetrics, run_metrics
 from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord, StepRecord
-from flux.result import RunResult
+from flux.result import Recovery, RunResult
 from flux.retry import RetryPolicy, is_retryable_error, with_retry
 from flux.status import RunStatus, StepStatus
 from flux.storage import MemoryStorage, Storage
@@ -77,6 +77,7 @@ __all__ = [
     "NonRetryableError",
     "PlanError",
     "PlanMismatchError",
+    "Recovery",
     "RetryAfter",
     "RetryPolicy",
     "RunData",
@@ -113,7 +114,7 @@ __all__ = [
     "create_workflow",
     "goto",
     "is_retryable_error",
-    "metrics",
+    "run_metrics",
     "wait",
     "with_retry",
 ]

@@ -8,15 +8,23 @@ routes), not their code; a run stores it, so flux can tell when a stored run mee
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import math
+<<<<<<< HEAD
+=======
 import re
+>>>>>>> harden
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
+<<<<<<< HEAD
+from flux._mermaid import draw
+from flux._shape import PlanShape, shape_of
+from flux._spec import StepSpec, check_name, is_async_callable, step_shape, validate_step
+from flux.errors import DuplicateStepError, EmptyWorkflowError, InvalidStepError, UnknownStepError
+=======
+from flux._duration import to_seconds
 from flux.errors import (
     DuplicateStepError,
     EmptyWorkflowError,
@@ -25,13 +33,14 @@ from flux.errors import (
     UnknownStepError,
 )
 from flux.retry import RetryPolicy
+>>>>>>> harden
 from flux.serde import InputCodec
 
-if TYPE_CHECKING:
-    from flux._shape import PlanShape
-    from flux.constructs import Construct
+__all__ = ["StepSpec", "Workflow", "fingerprint_of", "is_async_callable"]
 
 InputT = TypeVar("InputT")
+<<<<<<< HEAD
+=======
 StepKind = Literal["step", "commit", "wait", "sleep", "parallel", "map", "branch", "child"]
 DEFAULT_MAX_VISITS = 100
 
@@ -134,25 +143,20 @@ def validate_step(spec: StepSpec) -> StepSpec:
     retries = spec.retries
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
         raise InvalidStepError(f"{where}: retries must be an int >= 0, got {retries!r}")
-    timeout = spec.timeout
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+    for option, name, zero in (
+        ("timeout", "timeout", False),
+        ("wait_timeout", "wait timeout", False),
+        ("duration", "sleep duration", True),
     ):
-        raise InvalidStepError(
-            f"{where}: timeout must be a positive, finite number of seconds, got {timeout!r}"
-        )
+        value = getattr(spec, option)
+        if value is not None:
+            to_seconds(value, f"{where}: {name}", error=InvalidStepError, zero=zero)
     if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
         raise InvalidStepError(f"{where}: retry= takes a RetryPolicy, got {spec.retry!r}")
     for option in ("when", "compensate"):
         value = getattr(spec, option)
         if value is not None and not callable(value):
             raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
-    if spec.wait_timeout is not None and not spec.wait_timeout > 0:
-        raise InvalidStepError(
-            f"{where}: a wait timeout must be a positive number of seconds, got {spec.wait_timeout!r}"
-        )
-    if spec.duration is not None and not spec.duration >= 0:
-        raise InvalidStepError(f"{where}: a sleep duration must be >= 0 seconds, got {spec.duration!r}")
     if spec.until is not None and not callable(spec.until):
         raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
     if spec.signal is not None:
@@ -197,6 +201,7 @@ def step_shape(spec: StepSpec) -> list[Any]:
     if extra:
         shape.append(extra)
     return shape
+>>>>>>> harden
 
 
 def fingerprint_of(name: str, steps: tuple[StepSpec, ...]) -> str:
@@ -247,14 +252,9 @@ class Workflow(Generic[InputT]):
             )
         for spec in self.steps:
             validate_step(spec)
-        from flux._shape import shape_of
-
         object.__setattr__(self, "_shape", shape_of(self.name, self.steps))
-        if self.deadline is not None and not self.deadline > 0:
-            raise InvalidStepError(
-                f"workflow {self.name!r}: deadline must be a positive number of seconds, "
-                f"got {self.deadline!r}"
-            )
+        if self.deadline is not None:
+            to_seconds(self.deadline, f"workflow {self.name!r}: deadline", error=InvalidStepError)
 
     @property
     def signals(self) -> frozenset[str]:
@@ -315,20 +315,4 @@ class Workflow(Generic[InputT]):
         diamonds, maps as parallelograms, child workflows as flags, dependencies as
         edges, ``on_failure`` routes as dotted edges labelled ``on failure``.
         """
-        if not self.plain or any(spec.kind == "child" for spec in self.steps):
-            from flux._mermaid import draw
-
-            return draw(self)
-        lines = ["flowchart TD", "    start((start))"]
-        previous = "start"
-        for i, spec in enumerate(self.steps):
-            node = f"s{i}"
-            label = spec.name.replace('"', "'")
-            shape = _SHAPES[spec.kind].format(label)
-            lines.append(f"    {node}{shape}")
-            edge = " -. when .-> " if spec.when is not None else " --> "
-            lines.append(f"    {previous}{edge}{node}")
-            previous = node
-        lines.append("    done((end))")
-        lines.append(f"    {previous} --> done")
-        return "\n".join(lines)
+        return draw(self.steps, self._shape)

@@ -1,7 +1,8 @@
-"""RunResult: what ``execute``, ``get`` and ``list`` return."""
+"""RunResult: what ``execute``, ``get`` and ``list`` return; Recovery: what ``recover`` returns."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -66,3 +67,16 @@ class RunResult:
             labels=dict(run.labels),
             **extra,
         )
+
+
+class Recovery(list[RunResult]):
+    """What :meth:`FluxEngine.recover` returns: the resumed runs' results, as a list, and
+    ``failures``: run id -> the exception that kept that run from being resumed.
+
+    >>> Recovery([], {}).failures
+    {}
+    """
+
+    def __init__(self, resumed: Iterable[RunResult], failures: Mapping[str, Exception]) -> None:
+        super().__init__(resumed)
+        self.failures: dict[str, Exception] = dict(failures)

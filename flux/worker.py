@@ -16,6 +16,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from flux._duration import to_count, to_seconds
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.records import RunRecord
 from flux.result import RunResult
@@ -40,10 +41,8 @@ class Worker:
     """
 
     def __init__(self, engine: FluxEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
+        to_count(concurrency, "concurrency", minimum=1)
+        grace_period = to_seconds(grace_period, "grace_period", zero=True)
         self.engine = engine
         self.concurrency = concurrency
         self.grace_period = grace_period

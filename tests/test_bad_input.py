@@ -426,3 +426,86 @@ def test_bad_definitions(build: Any, error: type[PlanError]) -> None:
         build()
     assert isinstance(info.value, PlanError)
     assert isinstance(info.value, FluxError)
+
+
+# --- run ids (issue 9, item 14) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [123, "", "order-7/approve#1", "a/b", "a#1", "x" * 201, "tab\there", b"bytes", "\udcff"],
+    ids=["int", "empty", "child-shaped", "slash", "hash", "too-long", "control-char", "bytes", "surrogate"],
+)
+@pytest.mark.parametrize("call", ["execute", "start"])
+async def test_run_ids_are_checked_before_anything_is_stored(
+    engine: FluxEngine, run_id: Any, call: str
+) -> None:
+    """Bad input: ``run_id=123`` (used to complete the run, then raise TypeError), ``""`` (used
+    to become a random id), ``"order-7/approve#1"`` (shaped like a child id: its end used to
+    signal the unrelated run ``order-7``), other ids with ``/`` or ``#``, 201 characters, a
+    control character, bytes, a lone surrogate. InvalidInputError, and nothing is stored."""
+    flow = create_workflow("w").step("a", lambda ctx: 1)
+    with pytest.raises(InvalidInputError, match=r"run_id must be a non-empty str of at most 200"):
+        if call == "execute":
+            await engine.execute(flow, run_id=run_id)
+        else:
+            await engine.start(flow, run_id=run_id)
+    assert await engine.list() == []
+
+
+async def test_a_long_printable_run_id_is_accepted(engine: FluxEngine) -> None:
+    result = await engine.execute(create_workflow("w").step("a", lambda ctx: 1), run_id="ü-" + "x" * 198)
+    assert result.status == "completed"
+
+
+# --- ctx.action names (issue 9, item 11) --------------------------------------------------------
+
+
+async def test_an_action_name_used_twice_in_one_attempt_fails_the_step(engine: FluxEngine) -> None:
+    """Bad input: ``ctx.action("pay", f)`` then ``ctx.action("pay", g)`` in one attempt. The
+    second function used to be skipped silently (the first result returned); now the step
+    fails with InvalidStepError, and ``g`` never runs."""
+    calls: list[str] = []
+
+    async def step(ctx: StepContext[Any]) -> None:
+        await ctx.action("pay", lambda: calls.append("f"))
+        await ctx.action("pay", lambda: calls.append("g"))
+
+    result = await engine.execute(create_workflow("w").step("a", step))
+    assert result.status == "failed"
+    assert result.error is not None and result.error.type == "InvalidStepError"
+    assert "'pay' is used twice in one attempt" in result.error.message
+    assert calls == ["f"]
+
+
+@pytest.mark.parametrize("name", ["flux:goto", "flux:anything", "", 7])
+async def test_reserved_or_invalid_action_names_are_refused(engine: FluxEngine, name: Any) -> None:
+    """Bad input: ``ctx.action`` names starting with ``flux:`` (reserved for what flux
+    records), an empty name, a non-str. The step fails with InvalidStepError; nothing runs."""
+    calls: list[str] = []
+
+    async def step(ctx: StepContext[Any]) -> None:
+        await ctx.action(name, lambda: calls.append("ran"))
+
+    result = await engine.execute(create_workflow("w").step("a", step))
+    assert result.error is not None and result.error.type == "InvalidStepError"
+    assert "reserved for flux" in result.error.message
+    assert calls == []
+
+
+async def test_a_retried_attempt_still_reuses_its_recorded_action(engine: FluxEngine) -> None:
+    """Not a duplicate: the same action name in the next attempt returns the recorded result."""
+    calls: list[int] = []
+
+    def pay(attempt: int) -> int:
+        calls.append(attempt)
+        return attempt
+
+    async def step(ctx: StepContext[Any]) -> int:
+        paid = await ctx.action("pay", lambda: pay(ctx.attempt))
+        if ctx.attempt == 1:
+            raise ConnectionError("flaky")
+        return paid
+
+    result = await engine.execute(create_workflow("w").step("a", step, retries=1))
+    assert (result.status, result.outputs, calls) == ("completed", {"a": 1}, [1])

@@ -59,7 +59,10 @@ class Gate:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"concurrency": 0}, "concurrency must be >= 1"), ({"grace_period": -1}, "grace_period must be >= 0")],
+    [
+        ({"concurrency": 0}, "concurrency must be an int >= 1"),
+        ({"grace_period": -1}, "grace_period must be a non-negative"),
+    ],
 )
 async def test_worker_options_are_checked(engine: FluxEngine, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from flux._duration import to_count, to_seconds, to_timedelta
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
 from flux.engine import _logs
@@ -61,6 +62,10 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         clock: the time source (``flux.testing.FakeClock`` in tests).
         workflows: workflows to register, so runs stored by other processes can be resumed.
         lease: seconds a run's claim lasts without a checkpoint or heartbeat.
+
+    Durations are seconds or ``timedelta`` values; NaN, infinity, negatives, zero (except for
+    ``durable_after``) and more than 100 years raise ``ValueError`` naming the argument, as
+    does a ``default_retries`` that is not an int >= 0.
         durable_after: retry delays and sleeps longer than this many seconds are stored as due
             times (the run suspends and a worker wakes it) instead of waiting in memory.
         poll_interval: seconds between looks at storage for work from other processes.
@@ -82,12 +87,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
     ) -> None:
-        if default_retries < 0:
-            raise ValueError(f"default_retries must be >= 0, got {default_retries}")
-        if not default_timeout > 0:
-            raise ValueError(f"default_timeout must be a positive number of seconds, got {default_timeout}")
-        if not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease}")
+        to_count(default_retries, "default_retries", minimum=0)
+        default_timeout = to_seconds(default_timeout, "default_timeout")
+        lease_time = to_timedelta(lease, "lease")
+        durable_after = to_seconds(durable_after, "durable_after", zero=True)
+        poll_interval = to_seconds(poll_interval, "poll_interval")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock or SystemClock()
         self.owner = new_owner_id()
@@ -109,11 +113,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             storage=self.storage,
             clock=self.clock,
             bus=self._bus,
-            default_timeout=float(default_timeout),
+            default_timeout=default_timeout,
             policies=self._policy_for,
             executor=self._get_executor,
             owner=self.owner,
-            lease=timedelta(seconds=lease),
+            lease=lease_time,
             durable_after=durable_after,
             poll_interval=poll_interval,
             hooks=RunHooks(self),
@@ -204,15 +208,30 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators,
+<<<<<<< HEAD
                 or ``labels`` are not valid (nothing is stored then).
+=======
+                or ``run_id`` is not a non-empty str of at most 200 printable characters
+                without ``/`` or ``#`` (nothing is stored then).
+>>>>>>> harden
             InvalidRunStateError: ``run_id`` is already used by a stored run.
+            ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
+<<<<<<< HEAD
         plan, typed, header = await self._new_run(
             workflow, input, run_id, deadline, RunStatus.RUNNING, labels
         )
         existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
         if existing is not None:
             return RunResult.from_record(await self._load(existing), created=False)
+=======
+        plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
+        if run_id is not None or idempotency_key is not None:
+            # A generated id never collides: its run is created by its first checkpoint.
+            existing = await self._create(header, idempotency_key, idempotency_ttl)
+            if existing is not None:
+                return RunResult.from_record(await self._load(existing), created=False)
+>>>>>>> harden
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
 
     async def start(
@@ -231,13 +250,16 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
+<<<<<<< HEAD
         plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
         existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
+=======
+        _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
+        pending = attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
+        existing = await self._create(pending, idempotency_key, idempotency_ttl)
+>>>>>>> harden
         if existing is not None:
             return existing
-        await self.storage.save(
-            attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
-        )
         self.notify()
         return header.id
 
@@ -250,10 +272,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         status: RunStatus,
         labels: Mapping[str, str] | None,
     ) -> tuple[Workflow[Any], Any, RunRecord]:
+        if run_id is not None:
+            _check_run_id(run_id)
         await self.start_engine()
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
+<<<<<<< HEAD
         checked = check_labels(labels)
         if run_id is not None and await self.storage.load(run_id) is not None:
             raise InvalidRunStateError(
@@ -261,8 +286,10 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
                 "engine.resume(run_id)",
                 run_id=run_id,
             )
+=======
+>>>>>>> harden
         now = self.clock.now()
-        seconds = _seconds(deadline) if deadline is not None else plan.deadline
+        seconds = to_seconds(deadline, "deadline") if deadline is not None else plan.deadline
         header = RunRecord(
             id=run_id or uuid.uuid4().hex,
             workflow=plan.name,
@@ -278,22 +305,22 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         )
         return plan, typed, header
 
-    async def _reserve(
-        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, header: RunRecord
-    ) -> str | None:
-        if key is None:
-            return None
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
-        now = self.clock.now()
-        expires = now + timedelta(seconds=_seconds(ttl))
-        # Store the run (not yet due) before binding the key: a concurrent caller with the same
-        # key then finds a stored run behind the binding and returns it instead of a second run.
-        await self.storage.save(attrs.evolve(header, wake_at=None))
-        existing = await self.storage.reserve_key(plan.name, key, header.id, expires, now)
-        if existing is not None:
-            await self.storage.delete(header.id)
-        return existing
+    async def _create(self, header: RunRecord, key: str | None, ttl: float | timedelta) -> str | None:
+        """Store a new run (and bind ``key``) in one storage operation; the id of the run
+        already bound to ``key``, or None when ``header`` was stored."""
+        expires = None
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
+            expires = header.created_at + to_timedelta(ttl, "idempotency_ttl")
+        try:
+            return await self.storage.create(header, key=key, key_expires_at=expires)
+        except InvalidRunStateError:
+            raise InvalidRunStateError(
+                f"run id {header.id!r} is already used; pick another id, or continue that run "
+                "with engine.resume(run_id)",
+                run_id=header.id,
+            ) from None
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
@@ -331,6 +358,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
         :class:`RunNotFoundError` for an unknown id.
         """
+        if timeout is not None:
+            timeout = to_seconds(timeout, "timeout", zero=True)
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
@@ -419,8 +448,21 @@ def _check_validators(plan: Workflow[Any], typed: Any) -> None:
             )
 
 
-def _seconds(value: float | timedelta) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise ValueError(f"expected a positive duration in seconds, got {value!r}")
-    return seconds
+MAX_RUN_ID = 200
+"""The longest run id a caller may choose (flux derives longer ids for child runs)."""
+
+
+def _check_run_id(run_id: object) -> None:
+    """Refuse a run id that is not a short, printable str free of child-id characters."""
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= MAX_RUN_ID
+        or not run_id.isprintable()
+        or "/" in run_id
+        or "#" in run_id
+    ):
+        raise InvalidInputError(
+            f"run_id must be a non-empty str of at most {MAX_RUN_ID} printable characters "
+            f"without '/' or '#' (flux uses those in child run ids), got {run_id!r}; pass "
+            "run_id=None for a generated id"
+        )

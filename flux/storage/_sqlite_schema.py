@@ -234,6 +234,7 @@ _TEMPLATES: dict[str, str] = {
         f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} "
         "WHERE run_id = ? AND name = ? AND consumed_by IS NULL ORDER BY id LIMIT 1"
     ),
+    "signals_untaken": "SELECT COUNT(*) FROM {signals} WHERE run_id = ? AND name = ? AND consumed_by IS NULL",
     "signal_take": "UPDATE {signals} SET consumed_by = ? WHERE id = ?",
     "signals_select": f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} WHERE run_id = ? ORDER BY id",
     "signals_delete": "DELETE FROM {signals} WHERE run_id = ?",

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from flux._duration import to_seconds
 from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
@@ -71,11 +72,9 @@ class SQLiteStorage:
         table_prefix: str = "flux_",
         busy_timeout: float = 30.0,
     ):
-        if not busy_timeout > 0:
-            raise ValueError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        self.busy_timeout = to_seconds(busy_timeout, "busy_timeout")
         self.path = os.fspath(path)
         self.table_prefix = table_prefix
-        self.busy_timeout = float(busy_timeout)
         self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
@@ -196,6 +195,25 @@ class SQLiteStorage:
         self._inputs.pop(run.id, None)
         await self._call(self._ops.save, encode_run(run, encode_input(run)), steps)
 
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        """Insert a new run with its step records, never over a stored one; with ``key``, bind
+        that idempotency key to it in the same transaction, unless the key is bound to a
+        stored, unexpired run: then store nothing and return that run's id.
+
+        Raises:
+            InvalidRunStateError: the run's id is taken (nothing is written).
+        """
+        steps = [encode_step(run.id, record) for record in run.steps]
+        binding = None
+        if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
+            binding = (run.workflow, key, micros(key_expires_at, "key_expires_at"))
+        self._inputs.pop(run.id, None)
+        return await self._call(self._ops.create, encode_run(run, encode_input(run)), steps, binding)
+
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None.
 
@@ -297,6 +315,11 @@ class SQLiteStorage:
             self._idle.set()
 
     def _outcome_error(self, outcome: BaseException) -> BaseException:
+        if isinstance(outcome, UnicodeEncodeError):  # a lone surrogate got past the JSON check
+            return StorageError(
+                f"a checkpoint holds a str SQLite cannot store ({outcome}); "
+                "flux stores valid Unicode text only"
+            )
         return self._error(outcome) if isinstance(outcome, sqlite3.Error) else outcome
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
@@ -331,10 +354,13 @@ class SQLiteStorage:
 
     # --- waiting and workers --------------------------------------------------------------
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
-        """Store a signal for an unfinished run and make a suspended run due at ``at``."""
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
+        """Store a signal for an unfinished run and make a suspended run due at ``at``; with
+        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored."""
         text = encode_json(payload, f"the payload of signal {name!r}")
-        return await self._call(self._ops.add_signal, run_id, name, text, micros(at, "at"))
+        return await self._call(self._ops.add_signal, run_id, name, text, micros(at, "at"), limit)
 
     async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
         """The signal visit ``seq`` took already, else the oldest untaken one, now taken."""
@@ -365,11 +391,3 @@ class SQLiteStorage:
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
         return await self._call(self._ops.headers, "cancel_requests", (owner,))
-
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        """Bind an idempotency key to ``run_id`` unless it is bound to a stored, unexpired run
-        (then return that run's id)."""
-        expires, at = micros(expires_at, "expires_at"), micros(now, "now")
-        return await self._call(self._ops.reserve_key, workflow, key, run_id, expires, at)

@@ -192,24 +192,3 @@ class WorkerConformance:
             ("mine", {"reason": "user asked", "compensate": True})
         ]
         assert await storage.cancel_requests("nobody") == []
-
-    async def test_reserve_key_binds_once_until_expiry(self, storage: Storage) -> None:
-        """A key bound to a stored run returns that run until it expires or the run is gone."""
-        assert await storage.reserve_key("flow", "k", "r1", at(100), at(0)) is None
-        await storage.save(run_record("r1"))
-        assert await storage.reserve_key("flow", "k", "r2", at(100), at(10)) == "r1"
-        assert await storage.reserve_key("other-flow", "k", "r3", at(100), at(10)) is None
-        assert await storage.reserve_key("flow", "k", "r2", at(200), at(100)) is None  # expired
-        await storage.save(run_record("r2"))
-        assert await storage.reserve_key("flow", "k", "r4", at(300), at(150)) == "r2"
-        await storage.delete("r2")
-        assert await storage.reserve_key("flow", "k", "r4", at(300), at(150)) is None
-
-    async def test_pruning_a_run_frees_its_idempotency_key(self, storage: Storage) -> None:
-        """A pruned run takes its key binding with it: the key starts a new run afterwards."""
-        assert await storage.reserve_key("flow", "k", "old", at(10_000), at(0)) is None
-        await storage.save(attrs.evolve(run_record("old"), status=RunStatus.COMPLETED, finished_at=at(1)))
-        assert await storage.prune(older_than=at(5)) == 1
-        assert await storage.reserve_key("flow", "k", "new", at(10_000), at(6)) is None
-        await storage.save(run_record("new"))
-        assert await storage.reserve_key("flow", "k", "third", at(10_000), at(7)) == "new"
