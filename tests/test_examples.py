@@ -1,14 +1,12 @@
 """Every script in examples/ runs in a fresh process, exits 0 and prints what it promises.
 
 New examples are picked up by the glob; give them an entry in EXPECTED to pin their output.
-Complete scripts in the README and the docs (Python blocks that call ``asyncio.run(main())``)
-run too, so the code users copy first keeps working, and every relative link in them resolves.
+The code blocks of the README and the docs are tested in tests/test_docs.py.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,25 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "examples").glob("*.py"))
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
-_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
-_LINK = re.compile(r"\]\(([^)\s]+)\)")
-_HEADING = re.compile(r"^#+ (.+)$", re.MULTILINE)
-
-
-def doc_scripts() -> list[tuple[str, str]]:
-    """(id, code) of each complete script in the README and the docs."""
-    found = []
-    for path in DOCS:
-        blocks = _PYTHON_BLOCK.findall(path.read_text(encoding="utf-8"))
-        for index, code in enumerate(blocks):
-            if "asyncio.run(main())" in code:
-                found.append((f"{path.relative_to(ROOT)}#{index}", code))
-    return found
-
-
-DOC_SCRIPTS = doc_scripts()
 
 EXPECTED: dict[str, list[str]] = {
     "order_fulfillment.py": [
@@ -98,44 +77,3 @@ def test_order_fulfillment_keeps_its_runs_in_the_file(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert f"holds {total} order-fulfillment run(s)" in done.stdout
     assert (tmp_path / "orders.db").exists()
-
-
-def test_the_readme_has_a_complete_script() -> None:
-    assert any(name.startswith("README.md#") for name, _ in DOC_SCRIPTS)
-
-
-@pytest.mark.parametrize(("name", "code"), DOC_SCRIPTS, ids=[name for name, _ in DOC_SCRIPTS])
-def test_doc_script_runs(name: str, code: str, tmp_path: Path) -> None:
-    script = tmp_path / "snippet.py"
-    script.write_text(code, encoding="utf-8")
-    done = run_example(script, tmp_path, tmp_path / "flux.db")
-    assert done.returncode == 0, f"{name}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
-    assert "completed" in done.stdout, done.stdout
-
-
-def anchors(markdown: str) -> set[str]:
-    """The GitHub-style anchors of a page's headings."""
-    text = _FENCE.sub("", markdown)
-    return {
-        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-") for title in _HEADING.findall(text)
-    }
-
-
-def _has_anchor(page: Path, anchor: str) -> bool:
-    if not anchor or page.suffix != ".md":
-        return True
-    return anchor in anchors(page.read_text(encoding="utf-8"))
-
-
-@pytest.mark.parametrize("page", DOCS, ids=lambda path: str(path.relative_to(ROOT)))
-def test_relative_links_resolve(page: Path) -> None:
-    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
-    broken = []
-    for target in _LINK.findall(text):
-        if target.startswith(("http://", "https://", "mailto:")):
-            continue
-        path_part, _, anchor = target.partition("#")
-        linked = (page.parent / path_part).resolve() if path_part else page
-        if not linked.exists() or not _has_anchor(linked, anchor):
-            broken.append(target)
-    assert not broken, f"broken links in {page.name}: {broken}"
