@@ -313,21 +313,27 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
 
         Runs driven in this process are noticed at once; runs driven elsewhere within
-        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
-        :class:`RunNotFoundError` for an unknown id.
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time), naming
+        the run, the time waited and the run's status then, and :class:`RunNotFoundError` for an
+        unknown id.
         """
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
-        async with asyncio.timeout(timeout):
-            while True:
-                run = await self._load(run_id)
-                if run.status.finished:
-                    return RunResult.from_record(run)
-                done = self._finished.setdefault(run_id, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await done.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    run = await self._load(run_id)
+                    if run.status.finished:
+                        return RunResult.from_record(run)
+                    done = self._finished.setdefault(run_id, asyncio.Event())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval):
+                            await done.wait()
+        except TimeoutError:
+            if timeout is None:
+                raise
+            raise TimeoutError(_still_unfinished(run, timeout)) from None
 
     async def get(self, run_id: str) -> RunResult:
         """The stored state of a run. Raises :class:`RunNotFoundError` for an unknown id."""
@@ -406,3 +412,18 @@ def _seconds(value: float | timedelta) -> float:
     if not seconds > 0:
         raise ValueError(f"expected a positive duration in seconds, got {value!r}")
     return seconds
+
+
+_WHAT_MOVES_IT = {
+    RunStatus.PENDING: "no worker has started it yet: run one with engine.worker()",
+    RunStatus.SUSPENDED: "it waits for a signal or a timer, and a worker (engine.worker()) goes on when due",
+}
+
+
+def _still_unfinished(run: RunRecord, timeout: float) -> str:
+    """The message of a ``wait_result`` that timed out."""
+    hint = _WHAT_MOVES_IT.get(run.status, "a step is still in progress")
+    return (
+        f"wait_result: run {run.id} of workflow {run.workflow!r} did not finish within {timeout:g} s: "
+        f"it is {run.status}; {hint}. Wait longer, or look at it later with engine.get({run.id!r})"
+    )
