@@ -110,6 +110,13 @@ def test_the_docs_have_blocks_of_both_kinds() -> None:
     assert any(not block.fragment for block in BLOCKS)
 
 
+def test_the_readme_starts_with_the_two_commands_of_a_fresh_machine() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = readme[readme.index("```") : readme.index("```", readme.index("```") + 3)]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:]]
+    assert commands == ["python3 dev.py demo", "python3 dev.py test"]
+
+
 def test_the_readmes_first_program_runs_and_exits_in_a_fresh_process(tmp_path: Path) -> None:
     first = next(block for block in BLOCKS if block.page.name == "README.md" and not block.fragment)
     script = tmp_path / "readme.py"
