@@ -50,6 +50,29 @@ asyncio.run(main())
 """
 
 
+ABANDONED_THREAD = """
+import asyncio
+import threading
+
+from flux import FluxEngine, create_workflow
+
+never = threading.Event()
+
+
+def stuck(ctx):
+    never.wait()  # a sync call that never returns: abandoned at the step's timeout
+
+
+async def main() -> None:
+    async with FluxEngine() as engine:
+        result = await engine.execute(create_workflow("w").step("stuck", stuck, timeout=0.1, retries=0))
+    print(result.status, result.error.type, flush=True)
+
+
+asyncio.run(main())
+"""
+
+
 def run_script(
     tmp_path: Path, code: str, *args: str, python_flags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
@@ -93,3 +116,8 @@ def test_leaving_storage_open_warns_to_use_async_with(tmp_path: Path, code: str)
     assert done.returncode == 0, done.stderr
     assert "ResourceWarning: SQLiteStorage('flux.db', table_prefix='flux_') was never closed" in done.stderr
     assert "Use `async with FluxEngine(storage=...) as engine:`" in done.stderr
+
+
+def test_a_sync_step_abandoned_at_its_timeout_does_not_hold_the_process(tmp_path: Path) -> None:
+    done = run_script(tmp_path, ABANDONED_THREAD)
+    assert (done.returncode, done.stdout) == (0, "failed StepTimeoutError\n"), done.stderr

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +23,7 @@ from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
 from flux.engine._ownership import new_owner_id
 from flux.engine._plans import WorkflowRegistry
+from flux.engine._threads import StepThreads
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
@@ -96,7 +97,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._default_policy = retry_policy or RetryPolicy().with_retries(default_retries)
         self._retry_policy = retry_policy
         self._policies: dict[StepSpec, RetryPolicy] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: StepThreads | None = None
         self._started = False
         self._active: dict[str, RunDriver] = {}
         self._tasks: dict[str, asyncio.Task[RunResult]] = {}
@@ -177,7 +178,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="flux-step")
+            self._executor = StepThreads(max_workers=32, name="flux-step")
         return self._executor
 
     # --- running --------------------------------------------------------------------------
