@@ -1,14 +1,15 @@
 """Every Python code block in README.md and docs/**/*.md runs as written.
 
 A block is a program: it is executed, in a temporary directory, as the ``__main__`` module of a fresh
-namespace, and must finish without raising. A block that only shows part of a program (it uses names
+namespace, and must finish without raising; the ``test_*`` functions it defines (docs/testing.md) are
+then called as pytest would. A block that only shows part of a program (it uses names
 defined elsewhere, or top-level ``await``) says so with ``<!-- fragment -->`` on the line just above its
 opening fence; it is then only compiled, with top-level ``await`` allowed. Displays that are not Python
 programs (signatures, ``>>>`` transcripts, shell commands) take another fence: ``text``, ``pycon``,
 ``console``.
 
 Blocks run in this process (a fresh module each), which keeps the 100-odd blocks to a few seconds; the
-examples and the README's first script also run in real subprocesses (tests/test_examples.py).
+README's first program also runs in a real subprocess here, and the examples in tests/test_examples.py.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FRAGMENT = "<!-- fragment -->"
 PYTHON_FENCES = {"python", "py", "python3"}
-_FENCE = re.compile(r"^(`{3,}|~{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^( *)(`{3,}|~{3,})\s*([\w+-]*)")  # indented inside a list item, too
 _FENCED_TEXT = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _HEADING = re.compile(r"^#+ (.+)$", re.MULTILINE)
@@ -60,13 +61,13 @@ def python_blocks(page: Path) -> list[Block]:
         if not opening:
             index += 1
             continue
-        fence, language = opening.group(1), opening.group(2).lower()
+        indent, fence, language = len(opening.group(1)), opening.group(2), opening.group(3).lower()
         end = index + 1
-        while end < len(lines) and not lines[end].startswith(fence):
+        while end < len(lines) and not lines[end].lstrip(" ").startswith(fence):
             end += 1
         if language in PYTHON_FENCES:
             above = lines[index - 1].strip() if index else ""
-            code = "\n".join(lines[index + 1 : end]) + "\n"
+            code = "\n".join(line[indent:] for line in lines[index + 1 : end]) + "\n"
             blocks.append(Block(page=page, line=index + 1, code=code, fragment=above == FRAGMENT))
         index = end + 1
     return blocks
@@ -135,7 +136,8 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
     page = tmp_path / "page.md"
     page.write_text(
         "<!-- fragment -->\n```python\nawait go()\n```\n\n<!-- fragment -->\n\n```python\nx = 1\n```\n"
-        "```text\nnot python\n```\n````python\n```\nstill = 'inside'\n````\n",
+        "```text\nnot python\n```\n````python\n```\nstill = 'inside'\n````\n"
+        "- a list item:\n\n  <!-- fragment -->\n  ```python\n  if True:\n      await it()\n  ```\n",
         encoding="utf-8",
     )
     found = [(block.line, block.fragment, block.code) for block in python_blocks(page)]
@@ -143,6 +145,7 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
         (2, True, "await go()\n"),
         (8, False, "x = 1\n"),
         (14, False, "```\nstill = 'inside'\n"),
+        (21, True, "if True:\n    await it()\n"),
     ]
 
 
