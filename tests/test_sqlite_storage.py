@@ -349,6 +349,7 @@ async def test_queries_use_an_index(db_path: Path, query: str, params: tuple[Any
 # --- several processes ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_file_at_once(db_path: Path) -> None:
     runs = 60  # 60 runs x (10 steps + 1) = 660 checkpoints per process, 60 runs in flight each
     procs = [
