@@ -13,9 +13,9 @@ tests marked ``@pytest.mark.asyncio``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,12 +24,19 @@ from flux.storage import MemoryStorage, SQLiteStorage, Storage
 from flux.testing._clock import FakeClock
 from flux.testing._recorder import EventRecorder
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 try:
     import pytest_asyncio
 
-    _async_fixture: Any = pytest_asyncio.fixture
-except ImportError:  # pragma: no cover - the fixture then tells what to install when used
-    _async_fixture = pytest.fixture
+    _fixture: Any = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover - without pytest-asyncio, pytest says the test needs it
+    _fixture = pytest.fixture
+
+
+def _async_fixture(fn: F) -> F:
+    result: F = _fixture(fn)
+    return result
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
