@@ -78,6 +78,32 @@ class ErrorInfo:
 
 
 @attrs.frozen(kw_only=True)
+class LogLine:
+    """One line a handler logged through ``ctx.log``, kept with its step record.
+
+    ``level`` is the logging level's name in lower case (``"info"``, ``"warning"``,
+    ``"error"``...); ``time`` comes from the engine's clock.
+    """
+
+    level: str
+    time: datetime
+    message: str
+
+    def to_json(self) -> dict[str, JSON]:
+        """``{"level": ..., "time": <ISO 8601>, "message": ...}``."""
+        return {"level": self.level, "time": self.time.isoformat(), "message": self.message}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, JSON]) -> LogLine:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            level=str(raw["level"]),
+            time=datetime.fromisoformat(str(raw["time"])),
+            message=str(raw["message"]),
+        )
+
+
+@attrs.frozen(kw_only=True)
 class StepRecord:
     """One visit of one step in a run.
 
@@ -92,6 +118,8 @@ class StepRecord:
         actions: recorded results of ``ctx.action`` calls made inside the step, by action name.
         wake_at: when a sleeping step, a waiting step's timeout or a stored retry delay is due.
         waiting_for: the signal a suspended visit waits for.
+        logs: the lines its handler logged through ``ctx.log``, across attempts, bounded (see
+            ``FluxEngine(log_limits=...)``).
     """
 
     seq: int
@@ -108,6 +136,7 @@ class StepRecord:
     actions: Mapping[str, JSON] = EMPTY
     wake_at: datetime | None = None
     waiting_for: str | None = None
+    logs: tuple[LogLine, ...] = ()
 
     @property
     def duration(self) -> float | None:

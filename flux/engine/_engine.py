@@ -20,6 +20,7 @@ from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
+from flux.engine._logbook import LogLimits
 from flux.engine._ownership import new_owner_id
 from flux.engine._plans import WorkflowRegistry
 from flux.errors import (
@@ -61,6 +62,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         durable_after: retry delays and sleeps longer than this many seconds are stored as due
             times (the run suspends and a worker wakes it) instead of waiting in memory.
         poll_interval: seconds between looks at storage for work from other processes.
+        log_limits: how much of ``ctx.log`` each step visit keeps in its record (default
+            ``LogLimits(lines=100, line_bytes=2048)``).
 
     Use it as ``async with FluxEngine(...) as engine:`` so storage is opened and closed.
     """
@@ -78,6 +81,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         lease: float = 30.0,
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
+        log_limits: LogLimits | None = None,
     ) -> None:
         if default_retries < 0:
             raise ValueError(f"default_retries must be >= 0, got {default_retries}")
@@ -113,6 +117,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             durable_after=durable_after,
             poll_interval=poll_interval,
             hooks=RunHooks(self),
+            log_limits=log_limits or LogLimits(),
         )
         subscribe = getattr(self.clock, "subscribe", None)
         if callable(subscribe):  # a FakeClock wakes workers when the test moves time
