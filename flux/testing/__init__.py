@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flux.testing._clock import FakeClock
+from flux.testing._compat import StrandedRun, check_compatible
 from flux.testing._mocks import StepCall
 from flux.testing._recorder import EventRecorder
 from flux.testing._run import run_workflow, run_workflow_sync
@@ -22,7 +23,9 @@ __all__ = [
     "FakeClock",
     "StepCall",
     "StorageConformance",
+    "StrandedRun",
     "WorkflowTest",
+    "check_compatible",
     "run_workflow",
     "run_workflow_sync",
 ]
