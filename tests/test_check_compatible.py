@@ -77,10 +77,11 @@ async def test_an_order_change_is_described(old_db: SQLiteStorage) -> None:
     (first, _) = await check_compatible(old_db, swapped)
     await old_db.close()
     assert first.differences == (
-        "steps ran in the order ['create', 'verify'] but the plan orders them ['verify', 'create', 'welcome']",
+        "steps ran in the order ['create', 'verify'] but the plan orders them "
+        "['verify', 'create', 'welcome']",
     )
 
 
 async def test_versions_of_another_workflow_are_refused(old_db: SQLiteStorage) -> None:
-    with pytest.raises(ValueError, match="versions= holds workflow 'other'.*same workflow only"):
+    with pytest.raises(ValueError, match=r"versions= holds workflow 'other'.*same workflow only"):
         await check_compatible(old_db, V2, versions=[OTHER])
