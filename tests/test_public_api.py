@@ -13,7 +13,7 @@ import flux
 from flux import Clock, Storage
 from flux.events import EVENT_TYPES
 
-PUBLIC_MODULES = ["flux", "flux.testing", "flux.storage"]
+PUBLIC_MODULES = ["flux", "flux.testing", "flux.storage", "flux.observe"]
 PROTOCOLS: list[type[Any]] = [Storage, Clock]
 """A class implementing one of these may leave its methods' docs to the protocol."""
 
