@@ -13,7 +13,6 @@ import asyncio
 import os
 import sqlite3
 import sys
-import time
 
 from flux import FluxEngine, StepContext, create_workflow
 from flux.storage import SQLiteStorage
@@ -37,8 +36,7 @@ async def slow(ctx: StepContext[object]) -> str:
     ctx.log.warning("pid %d: before the action", PID)
     await ctx.action("mark", lambda: PID)  # checkpoints the visit, with the lines so far
     if ledger("armed") == 1:
-        while True:  # the first process hangs here until the test kills it
-            time.sleep(0.05)
+        await asyncio.Event().wait()  # the first process hangs here until the test kills it
     ctx.log.info("pid %d: after the action", PID)
     return "done"
 
