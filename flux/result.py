@@ -26,6 +26,7 @@ class RunResult:
         duration: seconds from creation to finish (None while unfinished).
         input: the run's input, as stored (JSON).
         created: False when an idempotency key returned an existing run.
+        labels: the run's labels (str to str), as given when it started.
     """
 
     id: str
@@ -40,6 +41,7 @@ class RunResult:
     created_at: datetime | None = None
     finished_at: datetime | None = None
     created: bool = True
+    labels: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -61,5 +63,6 @@ class RunResult:
             input=run.input,
             created_at=run.created_at,
             finished_at=run.finished_at,
+            labels=dict(run.labels),
             **extra,
         )

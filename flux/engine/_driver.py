@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ import attrs
 from flux.clock import Clock
 from flux.context import RunData, StepContext
 from flux.control import Directive
+from flux.engine import _logs
 from flux.engine._activity import Activity
 from flux.engine._attempt import call_handler, maybe_await
 from flux.engine._children import RunHooks, suspend_for_child
@@ -168,8 +170,11 @@ class RunDriver:
         pending, self._pending = self._pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
         events, self._events = self._events, []
+        written = tuple(pending.values())
+        if _logs.logger.isEnabledFor(logging.DEBUG):
+            _logs.checkpoint(self.header, written)
         try:
-            await self.env.storage.checkpoint(self.header, tuple(pending.values()))
+            await self.env.storage.checkpoint(self.header, written)
         except BaseException:
             self._pending = {**pending, **self._pending}  # written again by the next checkpoint
             self._events = events + self._events
@@ -192,6 +197,7 @@ class RunDriver:
             input=header.input,
             created_at=header.created_at,
             finished_at=header.finished_at,
+            labels=dict(header.labels),
         )
 
     # --- the run --------------------------------------------------------------------------

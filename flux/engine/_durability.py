@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from flux.clock import Clock
+from flux.engine import _logs
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import owner_is_dead
 from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point
@@ -112,6 +113,7 @@ class DurabilityOps:
             updated_at=now,
             owner=self.owner,
             lease_expires_at=now + self._env.lease,
+            labels=run.labels,
         )
         driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
         driver.recorded = latest_visits(run.steps)
@@ -145,7 +147,11 @@ class DurabilityOps:
     async def _claim(self, run: RunRecord) -> RunRecord | None:
         now = self.clock.now()
         takeover = run.owner if run.owner and owner_is_dead(run.owner) else None
-        return await self.storage.claim(run.id, self.owner, now + self._env.lease, now=now, takeover=takeover)
+        lease = now + self._env.lease
+        claimed = await self.storage.claim(run.id, self.owner, lease, now=now, takeover=takeover)
+        if claimed is not None and run.owner not in (None, self.owner) and run.lease_expires_at is not None:
+            _logs.takeover(run, "its process is gone" if takeover else "its lease expired")
+        return claimed
 
     async def _resume_claimed(
         self,

@@ -16,6 +16,7 @@ import attrs
 
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
+from flux.engine import _logs
 from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
@@ -26,9 +27,11 @@ from flux.engine._plans import WorkflowRegistry
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
+    LeaseLostError,
     RunNotFoundError,
 )
 from flux.events import EventBus, EventSource
+from flux.labels import check_labels
 from flux.plan import StepSpec, Workflow
 from flux.records import RunFilter, RunRecord
 from flux.result import RunResult
@@ -105,6 +108,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
         self._heartbeat: asyncio.Task[None] | None = None
+        _logs.attach(self._bus)
         self._env = EngineContext(
             storage=self.storage,
             clock=self.clock,
@@ -192,6 +196,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
 
@@ -199,14 +204,17 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         With ``idempotency_key``, a key already used for this workflow within
         ``idempotency_ttl`` returns that run (``result.created`` is False) instead of a new one.
         ``deadline`` (seconds, default the workflow's ``.deadline``) cancels the run if it is
-        not finished by then.
+        not finished by then. ``labels`` (str to str, see :func:`flux.labels.check_labels`) are
+        stored with the run, returned on ``result.labels`` and copied to its child runs.
 
         Raises:
-            InvalidInputError: ``input`` does not fit the workflow's input type or validators
-                (nothing is stored then).
+            InvalidInputError: ``input`` does not fit the workflow's input type or validators,
+                or ``labels`` are not valid (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
         """
-        plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
+        plan, typed, header = await self._new_run(
+            workflow, input, run_id, deadline, RunStatus.RUNNING, labels
+        )
         existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
         if existing is not None:
             return RunResult.from_record(await self._load(existing), created=False)
@@ -221,13 +229,14 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Store a new ``pending`` run for a worker to drive, and return its id at once.
 
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
-        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
+        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
         existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
         if existing is not None:
             return existing
@@ -244,11 +253,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         run_id: str | None,
         deadline: float | timedelta | None,
         status: RunStatus,
+        labels: Mapping[str, str] | None,
     ) -> tuple[Workflow[Any], Any, RunRecord]:
         await self.start_engine()
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
+        checked = check_labels(labels)
         if run_id is not None and await self.storage.load(run_id) is not None:
             raise InvalidRunStateError(
                 f"run id {run_id!r} is already used; pick another id, or continue that run with "
@@ -268,6 +279,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             owner=self.owner,
             lease_expires_at=now + self._env.lease,
             deadline_at=None if seconds is None else now + timedelta(seconds=seconds),
+            labels=checked,
         )
         return plan, typed, header
 
@@ -300,6 +312,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._ensure_heartbeat()
         try:
             result = await task
+        except LeaseLostError as exc:
+            _logs.lease_lost(run_id, driver.header.workflow, exc)
+            raise
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
@@ -344,10 +359,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         status: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        labels: Mapping[str, str] | None = None,
     ) -> list[RunResult]:
-        """Stored runs, newest first, filtered by workflow name and status (one or several)."""
+        """Stored runs, newest first, filtered by workflow name, status (one or several) and
+        ``labels`` (runs carrying every given label)."""
         await self.start_engine()
-        runs = await self.storage.list(RunFilter(workflow=name, status=status, limit=limit, offset=offset))
+        wanted = RunFilter(workflow=name, status=status, labels=labels, limit=limit, offset=offset)
+        runs = await self.storage.list(wanted)
         return [RunResult.from_record(run) for run in runs]
 
     async def _load(self, run_id: str) -> RunRecord:

@@ -215,16 +215,29 @@ class SQLiteOps:
         return decode_run(row, conn.execute(self.sql["steps_select"], (run_id,)).fetchall())
 
     def list_runs(
-        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+        self,
+        conn: sqlite3.Connection,
+        workflow: str | None,
+        statuses: Sequence[str],
+        labels: Sequence[tuple[str, str]],
+        limit: int,
+        offset: int,
     ) -> list[RunRecord]:
         """Runs newest first (``limit`` -1: no limit), with their step records."""
-        return self._transaction(conn, False, self._list, workflow, statuses, limit, offset)
+        return self._transaction(conn, False, self._list, workflow, statuses, labels, limit, offset)
 
     def _list(
-        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+        self,
+        conn: sqlite3.Connection,
+        workflow: str | None,
+        statuses: Sequence[str],
+        labels: Sequence[tuple[str, str]],
+        limit: int,
+        offset: int,
     ) -> list[RunRecord]:
-        query = self.sql.list_runs(workflow is not None, len(statuses))
-        params = ([] if workflow is None else [workflow]) + [*statuses, limit, offset]
+        query = self.sql.list_runs(workflow is not None, len(statuses), len(labels))
+        pairs = [value for pair in labels for value in pair]
+        params = ([] if workflow is None else [workflow]) + [*statuses, *pairs, limit, offset]
         rows = conn.execute(query, params).fetchall()
         steps: dict[str, list[Row]] = {row[0]: [] for row in rows}
         ids = list(steps)

@@ -67,6 +67,7 @@ _RUN_CHECKS = (
     ("lease_expires_at", micros), ("wake_at", micros), ("deadline_at", micros),
     ("error", lambda v, what: None if v is None else _json(v.to_json(), what)),
     ("cancel_requested", lambda v, what: None if v is None else _json(dict(v), what)),
+    ("labels", lambda v, what: _json(dict(v), what)),
 )  # fmt: skip
 _STEP_CHECKS = (
     ("started_at", micros), ("finished_at", micros), ("wake_at", micros),
@@ -95,13 +96,13 @@ def encode_run(run: RunRecord, input_text: str | None) -> Row:
 
     ``input_text`` is :func:`encode_input` of the run (the caller may have it already).
     """
-    error, cancel = run.error, run.cancel_requested
+    error, cancel, labels = run.error, run.cancel_requested, run.labels
     try:
         return (
             run.id, run.workflow, run.fingerprint, str(run.status), input_text, _us(run.created_at),
             _us(run.updated_at), _us(run.finished_at), None if error is None else dumps(error.to_json()),
             run.owner, _us(run.lease_expires_at), _us(run.wake_at), _us(run.deadline_at),
-            None if cancel is None else dumps(dict(cancel)),
+            None if cancel is None else dumps(dict(cancel)), dumps(dict(labels)) if labels else None,
         )  # fmt: skip
     except _BAD_VALUE:
         raise _explain(run, _RUN_CHECKS, f"run {run.id}") from None
@@ -215,7 +216,7 @@ Decoder = Callable[[Any], Any]
 
 _RUN_DECODERS: tuple[Decoder, ...] = (
     _text, _text, _text, RunStatus, _json_value, _req_time, _req_time, _time, _error, _opt_text,
-    _time, _time, _time, _json_object,
+    _time, _time, _time, _json_object, _mapping,
 )  # fmt: skip
 _STEP_DECODERS: tuple[Decoder, ...] = (
     _text, _int, _text, StepStatus, _int, _time, _time, _error, _json_value, _mapping, _names,

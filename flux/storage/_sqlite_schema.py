@@ -18,7 +18,7 @@ _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 RUN_COLUMNS = (
     "id", "workflow", "fingerprint", "status", "input", "created_at", "updated_at", "finished_at",
-    "error", "owner", "lease_expires_at", "wake_at", "deadline_at", "cancel_requested",
+    "error", "owner", "lease_expires_at", "wake_at", "deadline_at", "cancel_requested", "labels",
 )  # fmt: skip
 """The runs table's columns in the order the row encoders use (``pos`` aside)."""
 
@@ -30,9 +30,11 @@ STEP_COLUMNS = (
 
 SIGNAL_COLUMNS = ("id", "run_id", "name", "payload", "created_at", "consumed_by")
 
-# What checkpoint rewrites on an existing run: neither the key, nor created_at (set once), nor
-# cancel_requested (only request_cancel sets it).
-CHECKPOINT_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in ("id", "created_at", "cancel_requested"))
+# What checkpoint rewrites on an existing run: neither the key, nor created_at and labels (set
+# once), nor cancel_requested (only request_cancel sets it).
+CHECKPOINT_COLUMNS = tuple(
+    c for c in RUN_COLUMNS if c not in ("id", "created_at", "cancel_requested", "labels")
+)
 # The columns that no index covers. Rewriting an indexed column, even with the value it has,
 # dirties index pages: most checkpoints change none, so they first try an UPDATE that sets only
 # these and matches the indexed ones (plus the owner, for fencing) in its WHERE.
@@ -145,6 +147,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
+        "run labels",
+        # A JSON object (NULL: no labels); list filters with json_each.
+        ("ALTER TABLE {runs} ADD COLUMN labels TEXT",),
+    ),
+    Migration(
+        5,
         "step logs: the lines handlers logged through ctx.log",
         ("ALTER TABLE {steps} ADD COLUMN logs TEXT",),
     ),
@@ -292,13 +300,17 @@ class Statements:
         """``migration``'s statements for this prefix."""
         return [self._format(text) for text in migration.statements]
 
-    def list_runs(self, by_workflow: bool, statuses: int) -> str:
-        """The ``list`` query; parameters: the workflow (if any), the statuses, limit, offset."""
+    def list_runs(self, by_workflow: bool, statuses: int, labels: int = 0) -> str:
+        """The ``list`` query; parameters: the workflow (if any), the statuses, a key and a
+        value per label, limit, offset."""
         where = []
         if by_workflow:
             where.append("workflow = ?")
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in range(statuses))})")
+        runs = self.tables["runs"]
+        label = f"EXISTS (SELECT 1 FROM json_each({runs}.labels) WHERE key = ? AND value = ?)"
+        where.extend(label for _ in range(labels))
         return self._sql["list"].format(where=" WHERE " + " AND ".join(where) if where else "")
 
     def with_marks(self, name: str, count: int, *, where: str = "") -> str:

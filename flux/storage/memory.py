@@ -119,6 +119,8 @@ class MemoryStorage:
                 )
             if run.input is not entry.run.input:
                 entry.input = copy_json(run.input)
+            if run.labels is not entry.run.labels and run.labels != entry.run.labels:
+                run = attrs.evolve(run, labels=entry.run.labels)  # set once, never checkpointed
             entry.run = run
         for record in steps:
             entry.steps[record.seq] = _copy_step(record)

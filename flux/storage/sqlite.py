@@ -211,7 +211,8 @@ class SQLiteStorage:
         if filter.status is not None and not statuses:
             return []
         limit = -1 if filter.limit is None else filter.limit
-        return await self._call(self._ops.list_runs, filter.workflow, statuses, limit, filter.offset)
+        labels = sorted((filter.labels or {}).items())
+        return await self._call(self._ops.list_runs, filter.workflow, statuses, labels, limit, filter.offset)
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run, its step records and signals; False when there was none."""

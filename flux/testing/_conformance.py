@@ -415,3 +415,39 @@ class StorageConformance(WorkerConformance):
         await storage.save(run_record("old", status=RunStatus.COMPLETED, finished_at=at(2)))
         assert await storage.prune(older_than=at(50)) == 1
         assert await storage.list_signals("old") == []
+
+    # --- labels -----------------------------------------------------------------------------
+
+    async def test_labels_are_set_once_and_filter_list(self, storage: Storage) -> None:
+        """Labels are stored with a run (by save or a first checkpoint), kept by later
+        checkpoints, and ``list`` keeps the runs that carry every label asked for."""
+        await storage.save(run_record("a", labels={"tenant": "acme", "tier": "gold"}))
+        await storage.checkpoint(run_record("b", labels={"tenant": "acme"}, created=1))
+        await storage.save(run_record("c", labels={"tenant": "other"}, created=2))
+        await storage.save(run_record("d", created=3))
+        await storage.checkpoint(run_record("a", status=RunStatus.COMPLETED, labels={"tenant": "x"}))
+
+        loaded = await storage.load("a")
+        assert loaded is not None
+        assert loaded.status == RunStatus.COMPLETED
+        assert dict(loaded.labels) == {"tenant": "acme", "tier": "gold"}
+
+        async def ids(**labels: str) -> list[str]:
+            return [run.id for run in await storage.list(RunFilter(labels=labels))]
+
+        assert await ids(tenant="acme") == ["b", "a"]
+        assert await ids(tenant="acme", tier="gold") == ["a"]
+        assert await ids(tenant="nobody") == []
+        assert await ids() == ["d", "c", "b", "a"]
+        both = RunFilter(labels={"tenant": "acme"}, status=RunStatus.COMPLETED, workflow="flow", limit=5)
+        assert [run.id for run in await storage.list(both)] == ["a"]
+
+    async def test_labels_of_a_loaded_run_are_read_only_copies(self, storage: Storage) -> None:
+        """Changing the dict a run was saved with changes nothing stored."""
+        labels = {"tenant": "acme"}
+        await storage.save(run_record(labels=labels))
+        labels["tenant"] = "changed"
+        loaded = await storage.load("run-1")
+        assert loaded is not None and dict(loaded.labels) == {"tenant": "acme"}
+        with pytest.raises(TypeError):
+            loaded.labels["tenant"] = "x"  # type: ignore[index]

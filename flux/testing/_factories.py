@@ -67,5 +67,6 @@ def full_run() -> RunRecord:
         "run-ünï 1", workflow="flow-✓", status=RunStatus.ROLLING_BACK, input={"order": NESTED},
         updated_at=at(5), finished_at=at(6), error=failure, owner="host/1/2/abc",
         lease_expires_at=at(30), wake_at=at(40), deadline_at=at(3600),
-        cancel_requested={"reason": UNICODE, "compensate": True}, steps=steps,
+        cancel_requested={"reason": UNICODE, "compensate": True}, labels={"tenant": UNICODE, "a.b/c": ""},
+        steps=steps,
     )  # fmt: skip
