@@ -101,7 +101,7 @@ async def main() -> None:
         print(f"channel: {result.outputs['channel']}, copy: {result.outputs['draft']}")
         print(f"upload: {result.outputs['manual-upload']}")
         print(f"announcement: {result.outputs['announce']['outputs']['compose']}")
-        report = flux.metrics(result)
+        report = flux.run_metrics(result)
         work = f"{report.busy:.3f}s of work in {report.wall:.3f}s"
         print(f"metrics: {work} (parallelism {report.parallelism:.1f})")
         print(f"critical path: {' -> '.join(report.critical_path[:4])} ...")

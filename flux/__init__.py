@@ -44,7 +44,7 @@ from flux.errors import (
     WorkflowNotRegisteredError,
 )
 from flux.events import Event
-from flux.metrics import RunMetrics, StepMetrics, metrics
+from flux.metrics import RunMetrics, StepMetrics, run_metrics
 from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, LogLine, RunFilter, RunRecord, StepRecord
 from flux.result import RunResult
@@ -115,7 +115,7 @@ __all__ = [
     "create_workflow",
     "goto",
     "is_retryable_error",
-    "metrics",
+    "run_metrics",
     "wait",
     "with_retry",
 ]

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, ChildSpec, MapSpec, ParallelSpec, callable_name
+from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, ChildSpec, MapSpec, ParallelSpec
 from flux.errors import InvalidStepError
 from flux.plan import Workflow
 
 
-def _as_plan(value: object, what: str) -> Workflow[Any]:
-    from flux.builder import WorkflowBuilder
+@runtime_checkable
+class _Buildable(Protocol):
+    """A builder (``create_workflow(name).step(...)``), seen from below: it builds a plan."""
 
-    if isinstance(value, WorkflowBuilder):
-        return value.build()
-    if isinstance(value, Workflow):
-        return value
+    def build(self) -> Workflow[Any]: ...
+
+
+def _as_plan(value: object, what: str) -> Workflow[Any]:
+    plan = value.build() if isinstance(value, _Buildable) else value
+    if isinstance(plan, Workflow):
+        return plan
     raise InvalidStepError(f"{what} must be a chain made with create_workflow(name).step(...), got {value!r}")
 
 
@@ -148,6 +152,3 @@ def routing_options(
     if max_visits is not None:
         options["max_visits"] = max_visits
     return options
-
-
-__all__ = ["callable_name"]

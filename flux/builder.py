@@ -19,8 +19,9 @@ from flux._builder_constructs import (
     parallel_options,
     routing_options,
 )
+from flux._spec import StepSpec, check_name, validate_step
 from flux.errors import DuplicateStepError, InvalidStepError
-from flux.plan import StepSpec, Workflow, check_name, validate_step
+from flux.plan import Workflow
 from flux.retry import RetryPolicy
 
 if TYPE_CHECKING:

@@ -35,10 +35,28 @@ def loads(text: str) -> JSON:
     return _loads(text)
 
 
+SHARED = frozenset({str, int, float, bool, type(None)})
+"""The immutable JSON types (exact types, not subclasses): a copy shares them."""
+
+
 def copy_json(value: JSON) -> JSON:
-    """A deep copy of a JSON value (fast paths for scalars)."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """A deep copy of a JSON value, made structurally: dicts and lists are copied, scalars shared.
+
+    Anything else (a tuple, an enum, a dict with a non-str key) is copied through a JSON encode
+    and decode, so the copy is what a JSON store would give back (a tuple becomes a list).
+    """
+    kind = type(value)
+    if kind in SHARED:
         return value
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                return _loads(_dumps(value))
+            copy[key] = item if type(item) in SHARED else copy_json(item)
+        return copy
+    if kind is list:
+        return [item if type(item) in SHARED else copy_json(item) for item in value]
     return _loads(_dumps(value))
 
 
@@ -65,14 +83,20 @@ def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
     return (path, f"a {type(value).__name__} object")
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
-
-
 def _is_json(value: Any) -> bool:
     """True when ``value`` holds only JSON types (str keys, finite floats); fast on exact types."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in SHARED:
+        return kind is not float or math.isfinite(value)
+    if kind is dict:
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return False
+            if (type(item) not in SHARED or type(item) is float) and not _is_json(item):
+                return False
         return True
+    if kind is list or kind is tuple:
+        return all(_is_json(item) for item in value if type(item) not in SHARED or type(item) is float)
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):

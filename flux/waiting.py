@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import attrs
 
+from flux._spec import check_name
 from flux.control import Directive
-from flux.plan import check_name
 
 
 @attrs.frozen(kw_only=True)
