@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from flux import FluxEngine, RetryPolicy, StepContext, create_workflow
-from flux.observe import OpenTelemetry
+from flux.observe import OpenTelemetry, trace_labels
 from flux.observe._otel import run_span_context
 from flux.storage import SQLiteStorage
 from flux.testing import FakeClock
@@ -176,3 +176,31 @@ async def test_unsubscribing_stops_the_spans(exporter: InMemorySpanExporter) -> 
         stop()
         await engine.execute(create_workflow("quiet").step("a", lambda ctx: 1))
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_run_started_in_a_span_joins_its_trace_through_a_stored_label(
+    exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    flow = create_workflow("request").wait_for_signal("decide", signal="ok").step("act", lambda ctx: 1)
+    tracer = provider(exporter).get_tracer("app")
+    clock = FakeClock()
+    async with FluxEngine(SQLiteStorage(tmp_path / "flux.db"), clock=clock) as first:
+        OpenTelemetry(provider(exporter)).subscribe(first)
+        with tracer.start_as_current_span("POST /orders") as request:
+            labels = trace_labels()
+            started = await first.execute(flow, labels=labels)
+    context = request.get_span_context()
+    assert labels["otel.traceparent"].startswith(f"00-{context.trace_id:032x}-{context.span_id:016x}-")
+    async with FluxEngine(SQLiteStorage(tmp_path / "flux.db"), clock=clock, workflows=[flow]) as second:
+        OpenTelemetry(provider(exporter)).subscribe(second)  # another process: only the label is shared
+        await second.signal(started.id, "ok")
+        assert (await second.resume(started.id)).status == "completed"
+    spans = exporter.get_finished_spans()
+    runs = [s for s in spans if s.name == "workflow request"]
+    assert len(runs) == 2
+    assert {parent_id(s) for s in runs} == {request.get_span_context().span_id}
+    assert {trace_id(s) for s in spans} == {request.get_span_context().trace_id}
+
+
+def test_no_current_span_means_no_labels() -> None:
+    assert trace_labels() == {}

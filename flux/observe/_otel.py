@@ -1,15 +1,19 @@
 """OpenTelemetry: a span per run, a child span per step visit, from the engine's events.
 
-Trace ids come from the run: the id of a run's root run (a child run's parent, its parent...)
-is hashed into the trace id, so a run resumed later, in any process, continues the same trace,
-and child runs share their parent's trace. Each stretch of a run that one process drives (from
-start or resume to end or suspension) is one run span; every run span of a run hangs under the
-same remote parent span id, also derived from the run id.
+Each stretch of a run that one process drives (from start or resume to its end or a
+suspension) is one run span. Every run span of a run hangs under the same parent, found from
+what is stored with the run, so a run resumed later, in any process, continues its trace:
+
+- the ``otel.traceparent`` label (``labels=trace_labels()`` when the run starts): the span
+  that started the run;
+- otherwise a remote span context derived from the run's root run id (a child run's parent,
+  its parent...), hashed into a trace id and a span id.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,11 +26,40 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "flux.observe.OpenTelemetry needs the OpenTelemetry API: pip install 'flux-workflow[otel]'"
     ) from exc
 
+from flux.engine import FluxEngine
 from flux.engine._children import parent_of
-from flux.events import Event, EventSource, StepEvent
+from flux.events import Event, StepEvent
 from flux.records import ErrorInfo
+from flux.storage.protocol import Storage
 
 _TRACER = "flux"
+TRACE_LABEL = "otel.traceparent"
+"""The run label holding the W3C ``traceparent`` of the span that started the run."""
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def trace_labels() -> dict[str, str]:
+    """Labels that put a run in the current span's trace: ``engine.execute(..., labels=trace_labels())``.
+
+    Empty when no span is current. Child runs inherit labels, so they join the trace too.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {TRACE_LABEL: f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"}
+
+
+def _from_traceparent(value: str) -> SpanContext | None:
+    found = _TRACEPARENT.match(value)
+    if found is None:
+        return None
+    context = SpanContext(
+        trace_id=int(found[1], 16),
+        span_id=int(found[2], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(found[3], 16)),
+    )
+    return context if context.is_valid else None
 
 
 def _ns(when: datetime) -> int:
@@ -76,12 +109,30 @@ class OpenTelemetry:
         self._tracer = trace.get_tracer(_TRACER, tracer_provider=tracer_provider)
         self._runs: dict[str, Span] = {}
         self._steps: dict[tuple[str, str], Span] = {}
+        self._parents: dict[str, SpanContext] = {}
+        self._storage: Storage | None = None
 
-    def subscribe(self, engine: EventSource) -> Callable[[], None]:
-        """Receive every event of ``engine``; returns the function that unsubscribes."""
+    def subscribe(self, engine: FluxEngine) -> Callable[[], None]:
+        """Receive every event of ``engine``; returns the function that unsubscribes.
+
+        The engine's storage is read once per run span, for the run's ``otel.traceparent``.
+        """
+        self._storage = engine.storage
         return engine.on("*", self)
 
-    def __call__(self, event: Event) -> None:
+    async def __call__(self, event: Event) -> None:
+        opens_span = event.name != "signal_received"  # the only event that never opens a span
+        if opens_span and event.run_id not in self._runs and event.run_id not in self._parents:
+            self._parents[event.run_id] = await self._stored_parent(event.run_id)
+        self._handle(event)
+
+    async def _stored_parent(self, run_id: str) -> SpanContext:
+        run = None if self._storage is None else await self._storage.load(run_id)
+        stored = None if run is None else run.labels.get(TRACE_LABEL)
+        parent = None if stored is None else _from_traceparent(stored)
+        return parent or run_span_context(run_id)
+
+    def _handle(self, event: Event) -> None:
         at = _ns(event.timestamp)
         error: ErrorInfo | None = getattr(event, "error", None)
         name = event.name
@@ -122,7 +173,7 @@ class OpenTelemetry:
 
     def _start_run(self, event: Event) -> Span:
         attributes = {"flux.run_id": event.run_id, "flux.workflow": event.workflow}
-        parent = run_span_context(event.run_id)
+        parent = self._parents.pop(event.run_id, None) or run_span_context(event.run_id)
         links = []
         caller = trace.get_current_span().get_span_context()
         if caller.is_valid and caller.trace_id != parent.trace_id:
