@@ -22,6 +22,7 @@ from flux.engine._children import CURRENT_ENGINE, RunHooks
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
+from flux.engine._logbook import LogLimits
 from flux.engine._ownership import new_owner_id
 from flux.engine._plans import WorkflowRegistry
 from flux.engine._threads import StepThreads
@@ -70,6 +71,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         durable_after: retry delays and sleeps longer than this many seconds are stored as due
             times (the run suspends and a worker wakes it) instead of waiting in memory.
         poll_interval: seconds between looks at storage for work from other processes.
+        log_limits: how much of ``ctx.log`` each step visit keeps in its record (default
+            ``LogLimits(lines=100, line_bytes=2048)``).
 
     Use it as ``async with FluxEngine(...) as engine:`` so storage is opened and closed.
     """
@@ -87,6 +90,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         lease: float = 30.0,
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
+        log_limits: LogLimits | None = None,
     ) -> None:
         to_count(default_retries, "default_retries", minimum=0)
         default_timeout = to_seconds(default_timeout, "default_timeout")
@@ -122,6 +126,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             durable_after=durable_after,
             poll_interval=poll_interval,
             hooks=RunHooks(self),
+            log_limits=log_limits or LogLimits(),
         )
         subscribe = getattr(self.clock, "subscribe", None)
         if callable(subscribe):  # a FakeClock wakes workers when the test moves time
