@@ -43,6 +43,7 @@ from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
 
 if TYPE_CHECKING:
+    from flux.schedule import Schedule
     from flux.worker import Worker
 
 logger = logging.getLogger("flux.engine")
@@ -389,11 +390,14 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             )
         return run
 
-    def worker(self, *, concurrency: int = 10, grace_period: float = 30.0) -> Worker:
-        """A :class:`Worker` driving this engine's pending, due and orphaned runs."""
+    def worker(
+        self, *, concurrency: int = 10, grace_period: float = 30.0, schedules: Iterable[Schedule] = ()
+    ) -> Worker:
+        """A :class:`Worker` driving this engine's pending, due and orphaned runs, and firing
+        ``schedules`` (cron :class:`~flux.Schedule` objects)."""
         from flux.worker import Worker
 
-        return Worker(self, concurrency=concurrency, grace_period=grace_period)
+        return Worker(self, concurrency=concurrency, grace_period=grace_period, schedules=schedules)
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
