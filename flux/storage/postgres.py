@@ -39,6 +39,7 @@ from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 
 
 class PostgresStorage:
@@ -94,6 +95,7 @@ class PostgresStorage:
         self._opening = asyncio.Lock()
         self._ready = False
         self._commits = GroupCommit(self._write_batch)
+        self._wakers: builtins.list[PostgresWaker] = []
         # The input object and text this process last wrote per in-flight run: a run's input
         # never changes, so a checkpoint given the same object sends none (the row keeps it).
         self._inputs: dict[str, JSON] = {}
@@ -146,8 +148,7 @@ class PostgresStorage:
                 self._check_not_newer(version)
                 for migration in MIGRATIONS:
                     if migration.version > version:
-                        for statement in sql.migration(migration):
-                            await conn.execute(statement)
+                        await conn.execute(";\n".join(sql.migration(migration)))  # one round trip
                         await conn.execute(sql["record_version"], migration.version, migration.description)
 
     def _check_not_newer(self, version: int) -> None:
@@ -160,22 +161,32 @@ class PostgresStorage:
             )
 
     async def close(self) -> None:
-        """Wait for queued checkpoints, then close the pool (if opened here). Safe to call twice."""
+        """Wait for queued checkpoints, stop the wakers made by :meth:`waker`, then close the
+        pool (if opened here). Safe to call twice."""
         await self._commits.wait_idle()
+        wakers, self._wakers = self._wakers, []
+        for waker in wakers:
+            await waker.close()
         await self._close_pool()
 
     async def _close_pool(self) -> None:
         self._ready = False
         if self._own_pool and self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await pool.close()
+            except TimeoutError:  # a connection still in use: cut it
+                pool.terminate()
 
     def waker(self) -> PostgresWaker:
         """Wake-ups over LISTEN/NOTIFY on this database (a :class:`flux.wake.Waker`).
 
         ``FluxEngine`` uses it on its own when given a PostgresStorage.
         """
-        return PostgresWaker(self._acquire, self._sql["notify"], self._sql.channel, self._where)
+        waker = PostgresWaker(self._acquire, self._sql["notify"], self._sql.channel, self._where)
+        self._wakers.append(waker)
+        return waker
 
     def _acquire(self) -> Any:
         if self._pool is None:
