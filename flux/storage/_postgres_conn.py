@@ -71,8 +71,9 @@ def is_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
 
-async def open_pool(dsn: str | None, min_size: int, max_size: int) -> Any:
-    """A connected asyncpg pool, or a StorageError naming host and database.
+async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) -> Any:
+    """A connected asyncpg pool (its connections named ``name``), or a StorageError naming
+    host and database.
 
     Raises:
         StorageError: a malformed DSN, an unreachable server, a missing database or wrong
@@ -81,7 +82,13 @@ async def open_pool(dsn: str | None, min_size: int, max_size: int) -> Any:
     asyncpg = driver()
     where, password = describe(dsn)
     try:
-        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, timeout=10)
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=10,
+            server_settings={"application_name": name[:63]},  # pg_stat_activity shows it
+        )
     except asyncpg.InvalidCatalogNameError as exc:
         hint = "create it (createdb, or CREATE DATABASE) or fix the database name in the DSN"
         raise StorageError(f"{where} does not exist ({_redact(str(exc), password)}): {hint}") from None

@@ -88,6 +88,8 @@ class PostgresStorage:
         self.schema = schema
         self.table_prefix = table_prefix
         self.min_size, self.max_size = min_size, max_size
+        self.application_name = f"flux/{schema}"
+        """The ``application_name`` of the pool's connections (``pg_stat_activity`` shows it)."""
         self._sql = Statements(schema, table_prefix)
         self._where = describe(dsn)[0] if pool is None or dsn else "PostgreSQL (the given pool)"
         self._pool = pool
@@ -123,7 +125,7 @@ class PostgresStorage:
 
     async def _open(self) -> None:
         if self._pool is None:
-            self._pool = await open_pool(self.dsn, self.min_size, self.max_size)
+            self._pool = await open_pool(self.dsn, self.min_size, self.max_size, self.application_name)
         try:
             await retrying(self._where, self._migrate)
         except BaseException:
