@@ -17,6 +17,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from flux._duration import to_count, to_seconds
 from flux._scheduler import ScheduleRunner
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.records import RunRecord
@@ -52,10 +53,8 @@ class Worker:
         grace_period: float = 30.0,
         schedules: Iterable[Schedule] = (),
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
+        to_count(concurrency, "concurrency", minimum=1)
+        grace_period = to_seconds(grace_period, "grace_period", zero=True)
         self.engine = engine
         self.concurrency = concurrency
         self.grace_period = grace_period
@@ -89,20 +88,37 @@ class Worker:
         try:
             while not self._stopping:
                 wake.clear()
+                idle = self.engine.poll_interval
                 try:
                     await self._schedules.tick()
                     await self._fill()
                     await self.engine.check_cancel_requests()
+                    idle = await self._idle_time()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.engine.poll_interval):
+                    async with asyncio.timeout(idle):
                         await wake.wait()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self._drain()
+
+    async def _idle_time(self) -> float:
+        """Seconds to wait for a wake-up: the poll interval, or less when a run is due sooner.
+
+        A clock that tells when it moves (a test's FakeClock) wakes the worker itself.
+        """
+        engine = self.engine
+        if callable(getattr(engine.clock, "subscribe", None)):
+            return engine.poll_interval
+        wake_at = await engine.storage.next_wake()
+        if wake_at is None:
+            return engine.poll_interval
+        seconds = (wake_at - engine.clock.now()).total_seconds()
+        # Due already but not taken here (at capacity, or claimed elsewhere): poll as usual.
+        return engine.poll_interval if seconds <= 0 else min(engine.poll_interval, seconds)
 
     async def __aenter__(self) -> Worker:
         await self.engine.start_engine()

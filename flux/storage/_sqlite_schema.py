@@ -24,7 +24,7 @@ RUN_COLUMNS = (
 
 STEP_COLUMNS = (
     "run_id", "seq", "step", "status", "attempts", "started_at", "finished_at", "error", "output",
-    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for",
+    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for", "logs",
 )  # fmt: skip
 """The step records table's columns, in encoder order."""
 
@@ -151,6 +151,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         # A JSON object (NULL: no labels); list filters with json_each.
         ("ALTER TABLE {runs} ADD COLUMN labels TEXT",),
     ),
+    Migration(
+        5,
+        "step logs: the lines handlers logged through ctx.log",
+        ("ALTER TABLE {steps} ADD COLUMN logs TEXT",),
+    ),
 )
 """Every schema version in order; a database records each one it has applied."""
 
@@ -220,7 +225,10 @@ _TEMPLATES: dict[str, str] = {
         "UPDATE {runs} SET owner = ?, lease_expires_at = ? WHERE id = ? AND (owner IS NULL "
         "OR lease_expires_at IS NULL OR owner = ? OR owner = ? OR lease_expires_at < ?)"
     ),
-    "renew": "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL",
+    "renew": (
+        "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL "
+        "AND id IN ({marks})"
+    ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = ? AND owner = ?",
     # --- signals ---
     "run_status": "SELECT status FROM {runs} WHERE id = ?",
@@ -234,6 +242,7 @@ _TEMPLATES: dict[str, str] = {
         f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} "
         "WHERE run_id = ? AND name = ? AND consumed_by IS NULL ORDER BY id LIMIT 1"
     ),
+    "signals_untaken": "SELECT COUNT(*) FROM {signals} WHERE run_id = ? AND name = ? AND consumed_by IS NULL",
     "signal_take": "UPDATE {signals} SET consumed_by = ? WHERE id = ?",
     "signals_select": f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} WHERE run_id = ? ORDER BY id",
     "signals_delete": "DELETE FROM {signals} WHERE run_id = ?",
