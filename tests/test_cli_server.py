@@ -1,0 +1,78 @@
+"""``flux serve`` and ``flux bundle``, run as the real executable.
+
+Bad inputs tried: serve without --app, on a public interface without a token, with an app
+module that does not import; bundle with a target that is not MODULE:WF, an attribute that is
+not a workflow, and an --out folder that is not empty.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import httpx
+from test_cli import FLUX, _env, flux
+
+
+def test_serve_runs_the_app_of_a_module(tmp_path: Path) -> None:
+    db = tmp_path / "flux.db"
+    process = subprocess.Popen(
+        [str(FLUX), "serve", "--app", "flux_app", "--port", "0"],
+        cwd=tmp_path,
+        env=_env(db),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        port = None
+        for line in process.stderr:  # uvicorn says where it listens once it is up
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "uvicorn never said it was running"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            names = [w["name"] for w in http.get("/api/workflows").json()["workflows"]]
+            assert names == ["greet", "fails", "approval", "held"]
+            run = http.post("/api/workflows/greet/runs?wait=20", json={"input": {"name": "cy"}}).json()
+            assert run["status"] == "completed"  # the in-process worker drove it
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert db.exists()  # the engine used FLUX_DB
+
+
+def test_serve_refuses_bad_setups(tmp_path: Path) -> None:
+    db = tmp_path / "flux.db"
+    missing = flux(db, "serve")
+    assert missing.returncode == 2 and "needs --app MODULE" in missing.stderr
+    public = flux(db, "serve", "--app", "flux_app", "--host", "0.0.0.0")
+    assert public.returncode == 2 and "FLUX_API_TOKEN" in public.stderr and "--insecure-bind" in public.stderr
+    broken = flux(db, "serve", "--app", "no_such_module_here")
+    assert broken.returncode == 2 and "cannot import module" in broken.stderr
+
+
+def test_bundle_writes_a_folder(tmp_path: Path) -> None:
+    db = tmp_path / "flux.db"
+    done = flux(db, "bundle", "flux_app:greet", "--out", str(tmp_path / "svc"), "--postgres")
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout
+    written = sorted(p.name for p in (tmp_path / "svc").iterdir())
+    assert written == [
+        "Dockerfile",
+        "README.md",
+        "app.py",
+        "docker-compose.yml",
+        "flux_app.py",
+        "requirements.txt",
+    ]
+    assert "postgres:16" in (tmp_path / "svc" / "docker-compose.yml").read_text()
+
+    again = flux(db, "bundle", "flux_app:greet", "--out", str(tmp_path / "svc"))
+    assert again.returncode == 2 and "not an empty folder" in again.stderr
+    bad = flux(db, "bundle", "flux_app", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "MODULE:WORKFLOW" in bad.stderr
+    not_wf = flux(db, "bundle", "flux_app:not_a_workflow", "--out", str(tmp_path / "y"))
+    assert not_wf.returncode == 2 and "not a workflow" in not_wf.stderr
