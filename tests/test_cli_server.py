@@ -7,12 +7,18 @@ not a workflow, and an --out folder that is not empty.
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
+from starlette.applications import Starlette
 from test_cli import FLUX, _env, flux
+
+from flux import FluxEngine
+from flux.server import check_bind, create_app, load_app
 
 
 def test_serve_runs_the_app_of_a_module(tmp_path: Path) -> None:
@@ -76,3 +82,40 @@ def test_bundle_writes_a_folder(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "MODULE:WORKFLOW" in bad.stderr
     not_wf = flux(db, "bundle", "flux_app:not_a_workflow", "--out", str(tmp_path / "y"))
     assert not_wf.returncode == 2 and "not a workflow" in not_wf.stderr
+
+
+def test_load_app_finds_or_builds_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "srv_with_app.py").write_text(
+        "from flux import FluxEngine, create_workflow\n"
+        "from flux.server import create_app\n"
+        "flow = create_workflow('w').step('s', lambda ctx: 1)\n"
+        "app = create_app(FluxEngine(), workflows=[flow], token='t')\n"
+    )
+    (tmp_path / "srv_with_engine.py").write_text(
+        "from flux import FluxEngine, create_workflow\n"
+        "engine = FluxEngine()\n"
+        "workflows = [create_workflow('w').step('s', lambda ctx: 1)]\n"
+    )
+    (tmp_path / "srv_empty.py").write_text("x = 1\n")
+    (tmp_path / "srv_wrong_app.py").write_text("app = 'not an app'\n")
+    monkeypatch.chdir(tmp_path)
+    made = load_app("srv_with_app")
+    assert made is importlib.import_module("srv_with_app").app
+    assert load_app(str(tmp_path / "srv_with_app.py")) is made
+    assert isinstance(load_app("srv_with_engine", db=str(tmp_path / "x.db")), Starlette)
+    with pytest.raises(ValueError, match="has no 'app'"):
+        load_app("srv_empty")
+    with pytest.raises(ValueError, match="not an app made by"):
+        load_app("srv_wrong_app")
+    with pytest.raises(ValueError, match="cannot import module"):
+        load_app("srv_missing_module")
+
+
+def test_check_bind_allows_loopback_or_a_token() -> None:
+    open_app = create_app(FluxEngine())
+    for host in ("127.0.0.1", "::1", "localhost"):
+        check_bind(open_app, host)
+    with pytest.raises(ValueError, match="FLUX_API_TOKEN"):
+        check_bind(open_app, "0.0.0.0")
+    check_bind(open_app, "0.0.0.0", insecure_bind=True)
+    check_bind(create_app(FluxEngine(), token="t"), "0.0.0.0")
