@@ -18,6 +18,33 @@ import attrs
 
 from flux.records import JSON, ErrorInfo
 
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "EventBus",
+    "EventName",
+    "EventSource",
+    "RollbackComplete",
+    "RollbackStart",
+    "SignalReceived",
+    "StepCompensate",
+    "StepComplete",
+    "StepError",
+    "StepEvent",
+    "StepRetry",
+    "StepSkip",
+    "StepStart",
+    "StepSuspend",
+    "Subscriber",
+    "Unsubscribe",
+    "WorkflowCancel",
+    "WorkflowComplete",
+    "WorkflowError",
+    "WorkflowResume",
+    "WorkflowStart",
+    "WorkflowSuspend",
+]
+
 logger = logging.getLogger("flux.events")
 
 

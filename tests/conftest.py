@@ -12,6 +12,8 @@ from flux import FluxEngine
 from flux.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
 from flux.testing import FakeClock
 
+pytest_plugins = ["pytester"]  # tests of the flux pytest plugin run pytest in pytest
+
 BACKENDS = ["memory", "sqlite", "postgres"]
 
 

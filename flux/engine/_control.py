@@ -63,10 +63,9 @@ class ControlOps:
             plan: Workflow[Any] | None = self._registry.for_run(run)
         except RunError:
             plan = None  # not known here: the names cannot be checked
-        if plan is not None:
-            queued = [s for s in await self.storage.list_signals(run_id) if s.consumed_by is None]
-            check_signal(plan, run, signal, queued)
-        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
+        # The duplicate check happens in storage, in one transaction with the insert.
+        limit = None if plan is None else check_signal(plan, run, signal)
+        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now(), limit=limit)
         if stored is None:
             raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
         driver = self._active.get(run_id)
