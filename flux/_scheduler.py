@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flux.schedule")
 
+_RECALL = 100  # newest runs read to find where a schedule stands
+
 
 def check_schedules(schedules: Iterable[Schedule]) -> tuple[Schedule, ...]:
     """The schedules as a tuple, refusing non-schedules and duplicate names."""
@@ -79,13 +81,18 @@ class ScheduleRunner:
         self._last[schedule.name] = now
 
     async def _recall(self, schedule: Schedule, now: datetime) -> datetime:
-        """The slot the schedule last fired (from its newest run), or ``now`` if it never fired."""
-        runs = await self.engine.list(schedule.workflow.name, labels={SCHEDULE_LABEL: schedule.name}, limit=1)
-        if not runs:
+        """The newest slot the schedule fired (from its runs' labels), or ``now`` if it never fired.
+
+        Runs a catch-up started together share a creation time, so the newest few runs are
+        read and the latest slot among them wins.
+        """
+        wanted = {SCHEDULE_LABEL: schedule.name}
+        runs = await self.engine.list(schedule.workflow.name, labels=wanted, limit=_RECALL)
+        fired = [(run.labels[SLOT_LABEL], run.id) for run in runs if SLOT_LABEL in run.labels]
+        if not fired:
             return now
-        self._last_run[schedule.name] = runs[0].id
-        slot = runs[0].labels.get(SLOT_LABEL)
-        return datetime.fromisoformat(slot) if slot else now
+        slot, self._last_run[schedule.name] = max(fired)
+        return datetime.fromisoformat(slot)
 
     async def _busy(self, schedule: Schedule) -> bool:
         run_id = self._last_run.get(schedule.name)

@@ -339,6 +339,8 @@ async def test_token_guards_api_and_dashboard(tmp_path: Path) -> None:
 
         page = await http.get("/")
         assert page.status_code == 401 and "API token" in page.text
+        assert (await http.get("/static/flux.css")).status_code == 200  # the login page's style
+        assert (await http.get("/loginx")).status_code == 401
         wrong = await http.post("/login", data={"token": "nope", "next": "/"})
         assert wrong.status_code == 401 and "flux_token" not in wrong.cookies
         login = await http.post("/login", data={"token": "s3cret", "next": "/workflows"})

@@ -113,6 +113,8 @@ async def test_custom_header_secret_and_idempotency_key(http: httpx.AsyncClient)
     assert same_id.json()["id"] == first.json()["id"] != new_id.json()["id"]
     default_header = await deliver(http, b'{"order": 3}', path="/hooks/custom", secret=b"other")
     assert default_header.status_code == 401
+    no_id = await deliver(http, b'{"order": 4}', **sign)  # type: ignore[arg-type]
+    assert no_id.status_code == 400 and "idempotency key" in no_id.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
