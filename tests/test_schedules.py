@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from server_support import serving
 
 from flux import FluxEngine, Schedule, create_workflow
 from flux.schedule import SLOT_LABEL, due_slots
@@ -307,3 +308,16 @@ async def test_each_scheduled_run_is_driven_once_on_memory_storage(clock: FakeCl
         runs = await engine.list()
     assert sorted(starts) == sorted(run.id for run in runs)
     assert [run.status for run in runs] == ["completed"] * 3
+
+
+async def test_create_app_fires_its_schedules(tmp_path: Path, clock: FakeClock, done: Done) -> None:
+    flow = create_workflow("report").step("send", lambda ctx: "sent")
+    engine = engine_on(tmp_path / "flux.db", clock, done)
+    app = create_app(engine, schedules=[Schedule("app-report", flow, cron="*/5 * * * *")])
+    async with serving(app) as http:
+        assert [w["name"] for w in (await http.get("/api/workflows")).json()["workflows"]] == ["report"]
+        await clock.advance(FIVE)
+        await done.until(1)
+        runs = (await http.get("/api/runs", params={"label": "flux.schedule:app-report"})).json()["runs"]
+        assert [run["labels"]["flux.slot"] for run in runs] == [iso(5)]
+        assert runs[0]["status"] == "completed"
