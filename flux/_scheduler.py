@@ -9,15 +9,16 @@ newest run, so a restarted worker knows which slots it missed.
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from flux.clock import Clock
+from flux.plan import Workflow
+from flux.result import RunResult
 from flux.schedule import SCHEDULE_LABEL, SLOT_LABEL, Schedule, due_slots
-
-if TYPE_CHECKING:
-    from flux.engine import FluxEngine
 
 logger = logging.getLogger("flux.schedule")
 
@@ -38,10 +39,33 @@ def check_schedules(schedules: Iterable[Schedule]) -> tuple[Schedule, ...]:
     return tuple(result)
 
 
+class SchedulingEngine(Protocol):
+    """What firing schedules needs of an engine (``FluxEngine`` is one)."""
+
+    clock: Clock
+
+    def register(self, workflow: Workflow[Any]) -> Workflow[Any]: ...
+
+    async def start(
+        self,
+        workflow: Workflow[Any],
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str: ...
+
+    async def list(
+        self, name: str | None = None, *, limit: int | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[RunResult]: ...
+
+    async def get(self, run_id: str) -> RunResult: ...
+
+
 class ScheduleRunner:
     """Starts the runs of due cron slots through an engine."""
 
-    def __init__(self, engine: FluxEngine, schedules: Iterable[Schedule]) -> None:
+    def __init__(self, engine: SchedulingEngine, schedules: Iterable[Schedule]) -> None:
         self.engine = engine
         self.schedules = check_schedules(schedules)
         self._last: dict[str, datetime] = {}
