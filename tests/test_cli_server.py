@@ -102,7 +102,11 @@ def test_load_app_finds_or_builds_the_app(tmp_path: Path, monkeypatch: pytest.Mo
     made = load_app("srv_with_app")
     assert made is importlib.import_module("srv_with_app").app
     assert load_app(str(tmp_path / "srv_with_app.py")) is made
-    assert isinstance(load_app("srv_with_engine", db=str(tmp_path / "x.db")), Starlette)
+    assert isinstance(load_app("srv_with_engine"), Starlette)
+    with pytest.raises(ValueError, match="makes its own engine"):
+        load_app("srv_with_engine", db=str(tmp_path / "x.db"))
+    with pytest.raises(ValueError, match="makes its own app"):
+        load_app("srv_with_app", db=str(tmp_path / "x.db"))
     with pytest.raises(ValueError, match="has no 'app'"):
         load_app("srv_empty")
     with pytest.raises(ValueError, match="not an app made by"):

@@ -48,7 +48,7 @@ def serve(opts: Options, host: str, port: int, workers: bool, insecure_bind: boo
         )
     server = _server()
     try:
-        app = server.load_app(opts.app, db=opts.url, worker=workers)
+        app = server.load_app(opts.app, db=opts.db, worker=workers)
         server.check_bind(app, host, insecure_bind=insecure_bind)
     except ValueError as exc:
         raise CliError(str(exc)) from exc

@@ -88,11 +88,17 @@ def load_app(
     ``FLUX_DB`` environment variable, else ``sqlite:///flux.db``).
 
     Raises:
-        ValueError: the module cannot be imported, or has neither ``app`` nor any of
-            ``engine``, ``workflows``, ``webhooks`` or ``schedules``.
+        ValueError: the module cannot be imported; has neither ``app`` nor any of ``engine``,
+            ``workflows``, ``webhooks`` or ``schedules``; or ``db`` is given for a module
+            that makes its own app or engine (whose storage it already chose).
     """
     loaded = import_target(module)
     app = getattr(loaded, "app", None)
+    if db is not None and (app is not None or hasattr(loaded, "engine")):
+        raise ValueError(
+            f"module {module!r} makes its own {'app' if app is not None else 'engine'}, which chose its "
+            "storage; drop --db (or let the module read FLUX_DB)"
+        )
     if app is not None:
         if not isinstance(app, Starlette):
             raise ValueError(f"{module}.app is {app!r}, not an app made by flux.server.create_app")
