@@ -123,3 +123,36 @@ def test_check_bind_allows_loopback_or_a_token() -> None:
         check_bind(open_app, "0.0.0.0")
     check_bind(open_app, "0.0.0.0", insecure_bind=True)
     check_bind(create_app(FluxEngine(), token="t"), "0.0.0.0")
+
+
+SCHEDULED = """
+from flux import Schedule, create_workflow
+
+report = create_workflow("report").step("build", lambda ctx: "built")
+workflows = [report]
+schedules = [Schedule("nightly", report, cron="0 2 * * *")]
+"""
+
+
+def test_worker_fires_the_schedules_of_its_app_and_serve_leaves_them_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sched_app.py").write_text(SCHEDULED)
+    env = _env(tmp_path / "flux.db")
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    process = subprocess.Popen(
+        [str(FLUX), "worker", "--app", "sched_app"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        started = next(line for line in process.stderr if "started on" in line)
+        assert "schedules: nightly" in started
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_app("sched_app", worker=False), Starlette)  # schedules are the worker's
+    with pytest.raises(ValueError, match="two schedules"):
+        (tmp_path / "sched_twice.py").write_text(SCHEDULED + "schedules = schedules * 2\n")
+        load_app("sched_twice")

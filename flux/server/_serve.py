@@ -103,11 +103,9 @@ def load_app(
         if not isinstance(app, Starlette):
             raise ValueError(f"{module}.app is {app!r}, not an app made by flux.server.create_app")
         return app
-    parts: dict[str, Any] = {
-        name: getattr(loaded, name)
-        for name in ("workflows", "webhooks", "schedules")
-        if hasattr(loaded, name)
-    }
+    # Schedules fire in a worker: without one here, `flux worker --app MODULE` fires them.
+    fields = ("workflows", "webhooks", "schedules") if worker else ("workflows", "webhooks")
+    parts: dict[str, Any] = {name: getattr(loaded, name) for name in fields if hasattr(loaded, name)}
     engine = getattr(loaded, "engine", None)
     if engine is None and not parts:
         raise ValueError(
