@@ -347,6 +347,9 @@ async def test_token_guards_api_and_dashboard(tmp_path: Path) -> None:
         assert login.status_code == 303 and login.headers["location"] == "/workflows"
         assert (await http.get("/workflows")).status_code == 200  # the cookie now carries the token
         assert (await http.get("/api/runs")).status_code == 200
+        for elsewhere in ("//evil.example", "/\\evil.example", "https://evil.example"):
+            away = await http.post("/login", data={"token": "s3cret", "next": elsewhere})
+            assert away.headers["location"] == "/"  # no open redirect
 
 
 async def test_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
