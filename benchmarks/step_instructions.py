@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def instructions(name: str, runs: int) -> int:
             "--runs",
             str(runs),
         ]
-        subprocess.run(command, check=True, capture_output=True)
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every count
+        subprocess.run(command, check=True, capture_output=True, env=env)
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
