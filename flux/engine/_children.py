@@ -23,7 +23,7 @@ from flux.engine import _keys
 from flux.engine._visit import OPEN, ChildPending
 from flux.errors import ChildWorkflowError, InvalidRunStateError, RunError
 from flux.events import WorkflowResume
-from flux.records import ErrorInfo, RunRecord, replay_data
+from flux.records import EMPTY, ErrorInfo, RunRecord, replay_data
 from flux.result import RunResult
 from flux.serde import copy_json
 from flux.status import RunStatus, StepStatus
@@ -104,6 +104,7 @@ async def _start(
         await ctx._recorder(ctx._seq, ctx.step, _keys.CHILD if n == 1 else f"{_keys.CHILD}.{n}", child_id)
     env = engine._env
     now = engine.clock.now()
+    parent = engine._active.get(ctx.run_id)
     header = RunRecord(
         id=child_id,
         workflow=plan.name,
@@ -115,6 +116,7 @@ async def _start(
         owner=engine.owner,
         lease_expires_at=now + env.lease,
         deadline_at=None if plan.deadline is None else now + timedelta(seconds=plan.deadline),
+        labels=parent.header.labels if parent is not None else EMPTY,
     )
     # Shielded: a parent attempt that times out or is cancelled leaves the child running (a
     # cancelled parent cancels it explicitly); the next attempt finds it by its id.
@@ -166,7 +168,7 @@ class RunHooks:
         engine = self.engine
         stored = await engine.storage.add_signal(parent, wake_signal(run_id), None, engine.clock.now())
         if stored is not None:
-            engine.notify()
+            engine.notify("signal", parent)
 
     async def cancelled(self, driver: RunDriver, error: ErrorInfo) -> None:
         """A run is being cancelled: fail its unfinished visits and cancel its children."""

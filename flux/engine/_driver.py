@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -20,12 +21,14 @@ import attrs
 from flux.clock import Clock
 from flux.context import RunData, StepContext
 from flux.control import Directive
+from flux.engine import _logs
 from flux.engine._activity import Activity
 from flux.engine._attempt import call_handler, maybe_await
 from flux.engine._children import RunHooks, suspend_for_child
 from flux.engine._compensation import compensable, rollback
 from flux.engine._due import after, due_time, wait_timed_out
 from flux.engine._flow import Jump, complete_goto, run_flow
+from flux.engine._logbook import LogBook, LogLimits
 from flux.engine._visit import ChildPending
 from flux.errors import LeaseLostError
 from flux.events import (
@@ -77,6 +80,8 @@ class EngineContext:
     """Seconds between looks at storage for what other processes did (signals)."""
     hooks: RunHooks | None = None
     """Called at a run's end and cancellation (links child runs to their parents)."""
+    log_limits: LogLimits = attrs.field(factory=LogLimits)
+    """How much of ``ctx.log`` each step visit keeps."""
 
 
 class Outcome(enum.Enum):
@@ -117,6 +122,8 @@ class RunDriver:
         self.cancel_request: dict[str, JSON] | None = None
         self.activity = Activity()
         """Busy visits of a flow; a signal for this run pokes it (see ``_activity.py``)."""
+        self.logbook = LogBook(records, env.log_limits, env.clock.now)
+        """Lines logged through ``ctx.log``, attached to their visits' records by ``_put``."""
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -142,6 +149,7 @@ class RunDriver:
             )
 
     def _put(self, record: StepRecord) -> None:
+        record = self.logbook.attach(record)
         if record.seq == len(self.records):
             self.records.append(record)
         else:
@@ -162,8 +170,11 @@ class RunDriver:
         pending, self._pending = self._pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
         events, self._events = self._events, []
+        written = tuple(pending.values())
+        if _logs.logger.isEnabledFor(logging.DEBUG):
+            _logs.checkpoint(self.header, written)
         try:
-            await self.env.storage.checkpoint(self.header, tuple(pending.values()))
+            await self.env.storage.checkpoint(self.header, written)
         except BaseException:
             self._pending = {**pending, **self._pending}  # written again by the next checkpoint
             self._events = events + self._events
@@ -186,6 +197,7 @@ class RunDriver:
             input=header.input,
             created_at=header.created_at,
             finished_at=header.finished_at,
+            labels=dict(header.labels),
         )
 
     # --- the run --------------------------------------------------------------------------
@@ -524,6 +536,7 @@ class RunDriver:
             actions=actions,
             recorder=self._record_action,
             seq=record.seq,
+            log_sink=self.logbook.add,
         )
 
     async def _record_action(self, seq: int, step: str, name: str, value: JSON) -> None:
