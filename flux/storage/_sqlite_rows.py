@@ -122,8 +122,7 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
             None if output is None else dumps(output),
             _object(step.data_set) if step.data_set else None,
             dumps(list(step.data_unset)) if step.data_unset else None,
-            None if step.condition is None else int(step.condition),  # an int binds faster than a bool
-            _object(step.actions) if step.actions else None, _us(step.wake_at),
+            step.condition, _object(step.actions) if step.actions else None, _us(step.wake_at),
             step.waiting_for, _encode_logs(step.logs) if step.logs else None,
         )  # fmt: skip
     except _BAD_VALUE:
