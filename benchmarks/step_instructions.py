@@ -125,6 +125,9 @@ def per_step(name: str, runs: int) -> float:
 
 
 def report(names: list[str], runs: int) -> dict[str, float]:
+    """Count and print instructions per step of each workload (and the SQLite ratio)."""
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind")
     counts: dict[str, float] = {}
     print(f"instructions per step (callgrind; {runs} vs {3 * runs} runs of {STEPS} async steps)")
     for name in names:
@@ -150,8 +153,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.workload is not None:
         run_workload(args.workload, args.runs)
-    elif shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed: apt-get install valgrind")
     elif unknown := sorted(set(args.names) - set(WORKLOADS)):
         sys.exit(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     else:
