@@ -68,6 +68,10 @@ def is_lost(exc: BaseException) -> bool:
         | asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization: try again
     ):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # asyncpg's state after the server cut a connection it still thought usable: the pool
+        # drops that connection on release, and the retry gets a new one.
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
 
 
@@ -109,6 +113,11 @@ async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) ->
         ) from None
 
 
+async def connect(dsn: str | None, name: str) -> Any:
+    """One connection outside any pool, named ``name`` like the pool's."""
+    return await driver().connect(dsn, timeout=10, server_settings={"application_name": name[:63]})
+
+
 async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
     """``await call()``, retried with backoff for up to :data:`RECONNECT_FOR` seconds while the
     connection is lost; other database errors become :class:`StorageError`."""
@@ -119,7 +128,17 @@ async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await call()
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except UnicodeEncodeError as exc:  # a lone surrogate got past the JSON check
+            raise StorageError(
+                f"a value holds a str PostgreSQL cannot store ({exc}); flux stores valid Unicode text only"
+            ) from None
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ) as exc:
             if not is_lost(exc):
                 raise StorageError(f"{where} failed: {exc}") from exc
             if loop.time() >= deadline:
