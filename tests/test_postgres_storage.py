@@ -141,11 +141,12 @@ async def test_runs_complete_when_the_engines_connections_are_terminated_mid_run
         calls[(ctx.run_id, ctx.step)] += 1
         admin = await asyncpg.connect(postgres_dsn())
         try:
-            terminated += await admin.fetchval(
+            killed = await admin.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
                 pg.application_name,
             )
+            terminated += killed
         finally:
             await admin.close()
         return ctx.step

@@ -126,12 +126,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "run labels, step logs, signals refused past a limit",
+        "run labels and step logs",
         (
             "ALTER TABLE {runs} ADD COLUMN labels text",
+            "ALTER TABLE {steps} ADD COLUMN logs text",
+        ),
+    ),
+    Migration(
+        3,
+        "labels queried through a generated jsonb copy; signals refused past a limit",
+        (
             f"ALTER TABLE {{runs}} ADD COLUMN label_index jsonb GENERATED ALWAYS AS ({_LABEL_INDEX}) STORED",
             "CREATE INDEX {p}runs_labels ON {runs} USING gin (label_index jsonb_path_ops)",
-            "ALTER TABLE {steps} ADD COLUMN logs text",
             # A function, so that the count of untaken signals is read after the run's row
             # lock is granted (each statement of a function sees what committed before it):
             # of concurrent signals past the limit, only the allowed number is stored.
@@ -295,7 +301,7 @@ _TEMPLATES: dict[str, str] = {
     ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = $1 AND owner = $2",
     # --- signals ---
-    # Parameters: run id, name, payload, at, limit or NULL (see migration 2's function).
+    # Parameters: run id, name, payload, at, limit or NULL (see migration 3's function).
     "add_signal": "SELECT {add_signal}($1, $2, $3, $4, $5)",
     # Parameters: run id, name, seq. The signal visit seq took, else the oldest untaken one,
     # marked as taken (SKIP LOCKED: a concurrent visit takes the next one).
