@@ -76,9 +76,12 @@ def is_lost(exc: BaseException) -> bool:
 
 
 async def _keep_session(conn: Any) -> None:
-    """The pool's reset on release: nothing to send. flux leaves no session state behind (its
-    locks are transaction-scoped, its LISTEN has a connection of its own), and asyncpg's
-    default reset costs a round trip per call."""
+    """The pool's reset on release: usually nothing to send. flux leaves no session state
+    behind (its locks are transaction-scoped, its LISTEN has a connection of its own), and
+    asyncpg's default reset costs a round trip per call. Only a transaction left open (a call
+    cut short) is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) -> Any:
