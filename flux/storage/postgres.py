@@ -49,6 +49,7 @@ from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_NO_STEP = (None,) * len(STEP_COLUMNS)
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 
 
@@ -353,10 +354,15 @@ class PostgresStorage:
             return exc
 
     async def _write_merged(self, merged: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
-        steps = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
+        if len(merged) == 1 and len(merged[0][1]) <= 1:  # the common case: plain parameters
+            run, steps = merged[0]
+            sql, args = self._sql["checkpoint_one"], [*run, *(steps[0] if steps else _NO_STEP)]
+        else:
+            runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
+            arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
+            sql, args = self._sql["checkpoint"], [*runs, *arrays]
         async with self._acquire() as conn:
-            written = {row[0] for row in await conn.fetch(self._sql["checkpoint"], *runs, *steps)}
+            written = {row[0] for row in await conn.fetch(sql, *args)}
             lost = [row[0] for row, _ in merged if row[0] not in written]
             owners = dict(await conn.fetch(self._sql["owners"], lost)) if lost else {}
         return [
