@@ -19,11 +19,8 @@ from flux._builder_constructs import (
     parallel_options,
     routing_options,
 )
-<<<<<<< HEAD
-from flux._spec import StepSpec, check_name, validate_step
-=======
 from flux._duration import to_seconds
->>>>>>> harden
+from flux._spec import StepSpec, check_name, validate_step
 from flux.errors import DuplicateStepError, InvalidStepError
 from flux.plan import Workflow
 from flux.retry import RetryPolicy

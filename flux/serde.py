@@ -129,25 +129,20 @@ def _is_json(value: Any) -> bool:
     """True when ``value`` holds only JSON that storage can hold (str keys, valid Unicode text,
     finite floats, ints within Python's digit limit); fast on exact types."""
     kind = type(value)
-<<<<<<< HEAD
-    if kind in SHARED:
-        return kind is not float or math.isfinite(value)
-    if kind is dict:
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return False
-            if (type(item) not in SHARED or type(item) is float) and not _is_json(item):
-                return False
-=======
     if kind is str:
         return value.isascii() or _utf8(value)
     if kind is int:
         return not _SAFE_BITS or value.bit_length() <= _SAFE_BITS or _int_ok(value)
+    if kind is float:
+        return math.isfinite(value)
     if kind is bool or value is None:
->>>>>>> harden
         return True
+    if kind is dict:
+        return all(isinstance(key, str) and valid_text(key) for key in value) and all(
+            map(_is_json, value.values())
+        )
     if kind is list or kind is tuple:
-        return all(_is_json(item) for item in value if type(item) not in SHARED or type(item) is float)
+        return all(map(_is_json, value))
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):

@@ -87,7 +87,7 @@ def test_run_shows_each_step_and_exits_by_status(seeded: Seeded) -> None:
 
     assert seeded.approval.returncode == 3
     assert "⏸ approved waiting for signal 'approved'" in seeded.approval.stdout
-    assert "suspended (waits for signal 'approved'): flux signal " in seeded.approval.stdout
+    assert "it waits for signal 'approved': flux signal " in seeded.approval.stdout
     assert seeded.greet.stderr == seeded.fails.stderr == seeded.approval.stderr == ""
 
 

@@ -50,12 +50,20 @@ async def _watch(engine: FluxEngine, as_json: bool, drive: Callable[[], Awaitabl
         result = await drive()
     out.print(result_line(result))
     if result.status == "suspended":
-        waiting = [r for r in result.history if r.status == "suspended"]
-        hint = (
-            f" (waits for signal {waiting[-1].waiting_for!r})" if waiting and waiting[-1].waiting_for else ""
-        )
-        out.print(f"suspended{hint}: flux signal {result.id} NAME, then flux resume {result.id} or a worker")
+        out.print(_next_steps(result))
     return result
+
+
+def _next_steps(result: RunResult) -> str:
+    """What to do about a suspended run: the signal it waits for, and how to continue it."""
+    waiting = [r for r in result.history if r.status == "suspended"]
+    signal = waiting[-1].waiting_for if waiting else None
+    if signal is None:
+        return "it waits (a timer or a child run); a worker continues it: flux worker --app MODULE"
+    return (
+        f"it waits for signal {signal!r}: flux signal {result.id} {signal} --payload JSON, "
+        f"then flux resume {result.id} (or let a worker continue it)"
+    )
 
 
 def _finish(result: RunResult) -> None:

@@ -36,7 +36,7 @@ def console(stream: Any = None) -> Console:
     """A console on stdout (or ``stream``); wide when not a terminal, so lines never wrap."""
     stream = stream or sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
-    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+    return Console(file=stream, width=width, soft_wrap=True, highlight=False)
 
 
 def emit(out: Console, renderable: RenderableType) -> None:
@@ -188,7 +188,7 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
 
     timeline = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="steps", title_justify="left")
     for name in ("#", "step", "status", "attempts", "started (UTC)", "duration", "detail"):
-        timeline.add_column(name, no_wrap=name != "detail")
+        timeline.add_column(name, no_wrap=True)
     for record in run.steps:
         detail = waits_for(record)
         if record.error is not None:

@@ -208,30 +208,19 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators,
-<<<<<<< HEAD
-                or ``labels`` are not valid (nothing is stored then).
-=======
                 or ``run_id`` is not a non-empty str of at most 200 printable characters
-                without ``/`` or ``#`` (nothing is stored then).
->>>>>>> harden
+                without ``/`` or ``#``, or ``labels`` are not valid (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
             ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
-<<<<<<< HEAD
         plan, typed, header = await self._new_run(
             workflow, input, run_id, deadline, RunStatus.RUNNING, labels
         )
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
-        if existing is not None:
-            return RunResult.from_record(await self._load(existing), created=False)
-=======
-        plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
         if run_id is not None or idempotency_key is not None:
             # A generated id never collides: its run is created by its first checkpoint.
             existing = await self._create(header, idempotency_key, idempotency_ttl)
             if existing is not None:
                 return RunResult.from_record(await self._load(existing), created=False)
->>>>>>> harden
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
 
     async def start(
@@ -250,14 +239,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
-<<<<<<< HEAD
-        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
-=======
-        _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
+        _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
         pending = attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
         existing = await self._create(pending, idempotency_key, idempotency_ttl)
->>>>>>> harden
         if existing is not None:
             return existing
         self.notify()
@@ -278,16 +262,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         plan = self.register(workflow)
         typed, raw = plan.codec.accept(input)
         _check_validators(plan, typed)
-<<<<<<< HEAD
         checked = check_labels(labels)
-        if run_id is not None and await self.storage.load(run_id) is not None:
-            raise InvalidRunStateError(
-                f"run id {run_id!r} is already used; pick another id, or continue that run with "
-                "engine.resume(run_id)",
-                run_id=run_id,
-            )
-=======
->>>>>>> harden
         now = self.clock.now()
         seconds = to_seconds(deadline, "deadline") if deadline is not None else plan.deadline
         header = RunRecord(

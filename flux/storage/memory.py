@@ -9,15 +9,9 @@ from datetime import datetime
 
 import attrs
 
-<<<<<<< HEAD
-from flux.errors import LeaseLostError
+from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
 from flux.records import EMPTY, JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import SHARED, copy_json
-=======
-from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
-from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
-from flux.serde import copy_json
->>>>>>> harden
 from flux.status import RunStatus
 from flux.storage._common import duplicate_signal, finished_statuses, paginate
 
@@ -135,7 +129,7 @@ class MemoryStorage:
         if run.id in self._runs:
             raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
         entry = self._runs[run.id] = _Entry(run, next(self._order))
-        entry.steps = {record.seq: _copy_step(record) for record in run.steps}
+        entry.steps = {record.seq: _keep(record) for record in run.steps}
         if key is not None:
             if key_expires_at is None:
                 raise ValueError("create(key=...) needs key_expires_at")
