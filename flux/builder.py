@@ -136,11 +136,16 @@ class WorkflowBuilder(Generic[InputT]):
         on_failure: str | None = None,
         max_visits: int | None = None,
         goto: Iterable[str] | None = None,
+        compensate: None = None,
     ) -> WorkflowBuilder[InputT]:
         """Append a commit step: an irreversible side effect (send, charge, publish).
 
-        Commit steps take no ``compensate`` and are called again by ``engine.replay``.
-        ``after``, ``on_failure``, ``max_visits`` and ``goto`` as for :meth:`step`.
+        Commit steps are called again by ``engine.replay``. ``after``, ``on_failure``,
+        ``max_visits`` and ``goto`` as for :meth:`step`.
+
+        Raises:
+            InvalidStepError: given ``compensate=``: a commit step cannot be undone (use
+                :meth:`step` for an effect that can), or any mistake :meth:`step` refuses.
         """
         return self._add(
             kind="commit",
@@ -150,6 +155,7 @@ class WorkflowBuilder(Generic[InputT]):
             timeout=timeout,
             when=when,
             retry=retry,
+            compensate=compensate,
             **routing_options(after, on_failure, max_visits, goto),
         )
 

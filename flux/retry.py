@@ -26,9 +26,13 @@ _NON_RETRYABLE: tuple[type[BaseException], ...] = (
     KeyError,
     AttributeError,
     LookupError,
-    NotImplementedError,
-    AssertionError,
     SerializationError,
+    # Bugs in the handler's own code: another attempt runs the same code and fails the same way.
+    NameError,  # UnboundLocalError too
+    ImportError,  # ModuleNotFoundError too
+    SyntaxError,
+    AssertionError,
+    NotImplementedError,
 )
 
 
@@ -46,8 +50,10 @@ def is_retryable_error(exc: BaseException) -> bool:
     """Whether ``exc`` is worth another attempt.
 
     Retry: timeouts, connection errors, 5xx-style errors (and 408/429), and anything unknown.
-    Do not retry: :class:`NonRetryableError`, validation, type and value errors, and other
-    4xx-style errors.
+    Do not retry: :class:`NonRetryableError`, validation, type and value errors, other
+    4xx-style errors, and the errors of a bug in the handler's code (``NameError``,
+    ``UnboundLocalError``, ``ImportError``, ``SyntaxError``, ``AssertionError``,
+    ``NotImplementedError``), which another attempt would only repeat.
 
     >>> is_retryable_error(TimeoutError()), is_retryable_error(ValueError("bad"))
     (True, False)

@@ -7,6 +7,7 @@ with enums and datetimes inside) into JSON and back, so a resumed run sees the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
+import attrs
 import cattrs
 import cattrs.cols
 
@@ -24,6 +26,11 @@ JSON = Any
 
 _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _loads = json.loads
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article, by its first letter: ``"an Order"``, ``"a Ticket"``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def dumps(value: JSON) -> str:
@@ -71,12 +78,12 @@ def _utf8(text: str) -> bool:
 
 
 _DIGITS = sys.get_int_max_str_digits()
-_SAFE_BITS = int(_DIGITS * 3.32) - 8 if _DIGITS else 0  # fewer bits: fewer digits than the limit
+_SAFE_BITS = int(_DIGITS * 3.32) - 8 if _DIGITS else sys.maxsize  # fewer bits: fewer digits
 
 
 def _int_ok(value: int) -> bool:
     """True when ``value`` can be written as text (Python refuses ints over its digit limit)."""
-    if not _SAFE_BITS or value.bit_length() <= _SAFE_BITS:
+    if value.bit_length() <= _SAFE_BITS:
         return True
     try:
         str(value)
@@ -122,7 +129,7 @@ def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
             if found:
                 return found
         return None
-    return (path, f"a {type(value).__name__} object")
+    return (path, f"{a_or_an(type(value).__name__)} object")
 
 
 def _is_json(value: Any) -> bool:
@@ -132,17 +139,23 @@ def _is_json(value: Any) -> bool:
     if kind is str:
         return value.isascii() or _utf8(value)
     if kind is int:
-        return not _SAFE_BITS or value.bit_length() <= _SAFE_BITS or _int_ok(value)
+        return value.bit_length() <= _SAFE_BITS or _int_ok(value)
     if kind is float:
         return math.isfinite(value)
     if kind is bool or value is None:
         return True
     if kind is dict:
-        return all(isinstance(key, str) and valid_text(key) for key in value) and all(
-            map(_is_json, value.values())
-        )
+        for key, item in value.items():
+            if not (type(key) is str and key.isascii()) and not (isinstance(key, str) and valid_text(key)):
+                return False
+            if type(item) is str:
+                if not item.isascii() and not _utf8(item):
+                    return False
+            elif type(item) is not bool and item is not None and not _is_json(item):
+                return False
+        return True
     if kind is list or kind is tuple:
-        return all(map(_is_json, value))
+        return all(_is_json(item) for item in value if type(item) is not bool and item is not None)
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
@@ -263,7 +276,7 @@ class InputCodec(Generic[T]):
             try:
                 check_json(value, "the input")
             except SerializationError as exc:
-                raise InvalidInputError(f"invalid input for workflow {self.workflow!r}: {exc}") from None
+                raise InvalidInputError(self._untyped_message(value, exc)) from None
             return value, copy_json(value)
         typed = self._typed(value)
         try:
@@ -277,6 +290,25 @@ class InputCodec(Generic[T]):
                 f"invalid input for workflow {self.workflow!r} (expects {self.type_name}): {details}"
             ) from None
         return typed, raw
+
+    def _untyped_message(self, value: Any, exc: SerializationError) -> str:
+        """Why an input that is not JSON was refused by a workflow without ``.input(T)``."""
+        kind = type(value)
+        if dataclasses.is_dataclass(kind) or attrs.has(kind):
+            name = kind.__name__
+            return (
+                f"invalid input for workflow {self.workflow!r}: got {a_or_an(name)}, but the workflow "
+                f"declares no input type. Declare it with create_workflow({self.workflow!r}).input({name}) "
+                f"and handlers get {a_or_an(name)} as ctx.input (execute then also accepts a dict of its "
+                "fields); or pass a dict."
+            )
+        hint = (
+            " If this dict is a TypedDict, declare it with .input(T): a typed input stores dates, "
+            "datetimes and enums as JSON and gives them back to handlers as they were."
+            if isinstance(value, dict)
+            else ""
+        )
+        return f"invalid input for workflow {self.workflow!r}: {exc}{hint}"
 
     def restore(self, raw: JSON) -> T:
         """Rebuild the typed input from its stored JSON form.
@@ -306,7 +338,7 @@ class InputCodec(Generic[T]):
             except TypeError:  # TypedDicts and generics refuse isinstance
                 pass
             raise InvalidInputError(
-                f"invalid input for workflow {self.workflow!r}: expected a {self.type_name} or a "
+                f"invalid input for workflow {self.workflow!r}: expected {a_or_an(self.type_name)} or a "
                 f"dict of its fields, got {type(value).__name__} {value!r}"
             )
         try:
@@ -315,5 +347,5 @@ class InputCodec(Generic[T]):
             details = "; ".join(_messages(exc))
             raise InvalidInputError(
                 f"invalid input for workflow {self.workflow!r} (expects {self.type_name}): "
-                f"{details}. Pass a {self.type_name} or a dict with its fields."
+                f"{details}. Pass {a_or_an(self.type_name)} or a dict with its fields."
             ) from None

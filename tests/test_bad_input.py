@@ -56,6 +56,8 @@ class Ticket(TypedDict):
     at: datetime
 
 
+ARTICLE: dict[type[Any], str] = {Order: "an", Customer: "a", Ticket: "a"}
+GOOD_CUSTOMER = Customer(name="Ada", tier=Tier.GOLD, since=datetime(2030, 1, 1, tzinfo=UTC))
 WHEN = "2030-01-02T03:04:05+00:00"
 GOOD: dict[type[Any], dict[str, Any]] = {
     Order: {"order_id": "A1", "quantity": 2, "placed_at": WHEN},
@@ -106,7 +108,27 @@ async def assert_refused_and_nothing_stored(
 async def test_input_of_the_wrong_type(engine: FluxEngine, kind: type[Any], value: Any) -> None:
     """Tried: an int, a str, a list, None, bytes, a float and a bare object for each input type."""
     error = await assert_refused_and_nothing_stored(engine, create_workflow("w").input(kind), value)
-    assert f"expected a {kind.__name__} or a dict of its fields" in str(error)
+    assert f"expected {ARTICLE[kind]} {kind.__name__} or a dict of its fields" in str(error)
+
+
+@pytest.mark.parametrize("kind", [Order, Customer], ids=lambda k: k.__name__)
+async def test_a_typed_value_without_input_type_suggests_input(engine: FluxEngine, kind: type[Any]) -> None:
+    """Tried: a dataclass and an attrs instance given to a workflow that has no ``.input(T)``."""
+    value = Order("A1", 2, datetime(2030, 1, 1, tzinfo=UTC)) if kind is Order else GOOD_CUSTOMER
+    error = await assert_refused_and_nothing_stored(engine, create_workflow("w"), value)
+    name, article = kind.__name__, ARTICLE[kind]
+    assert f"got {article} {name}, but the workflow declares no input type" in str(error)
+    assert f"Declare it with create_workflow('w').input({name}) and handlers get {article} {name}" in str(
+        error
+    )
+
+
+async def test_a_typed_dict_without_input_type_suggests_input(engine: FluxEngine) -> None:
+    """Tried: a Ticket TypedDict holding an enum and a datetime, given to a workflow without ``.input(T)``."""
+    ticket: Ticket = {"code": "T1", "seats": 2, "tier": Tier.GOLD, "at": datetime(2030, 1, 1, tzinfo=UTC)}
+    error = await assert_refused_and_nothing_stored(engine, create_workflow("w"), ticket)
+    assert "the input['tier'] is a Tier object" in str(error)
+    assert "If this dict is a TypedDict, declare it with .input(T)" in str(error)
 
 
 async def test_an_instance_of_another_class(engine: FluxEngine) -> None:
@@ -122,7 +144,7 @@ async def test_dict_with_a_missing_field(engine: FluxEngine, kind: type[Any]) ->
     value = {k: v for k, v in GOOD[kind].items() if k != DATE_FIELD[kind]}
     error = await assert_refused_and_nothing_stored(engine, create_workflow("w").input(kind), value)
     assert f"required field missing @ input.{DATE_FIELD[kind]}" in str(error)
-    assert f"Pass a {kind.__name__} or a dict with its fields" in str(error)
+    assert f"Pass {ARTICLE[kind]} {kind.__name__} or a dict with its fields" in str(error)
 
 
 @pytest.mark.parametrize("kind", [Order, Customer, Ticket], ids=lambda k: k.__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -170,6 +171,13 @@ def test_retryable_errors(exc: BaseException) -> None:
         NonRetryableError("stop"),
         SerializationError("not JSON"),
         InvalidInputError("bad input"),
+        NameError("name 'totl' is not defined"),
+        UnboundLocalError("cannot access local variable 'x'"),
+        ImportError("cannot import name 'x'"),
+        ModuleNotFoundError("No module named 'stripe'"),
+        SyntaxError("invalid syntax"),
+        AssertionError(),
+        NotImplementedError(),
     ],
     ids=repr,
 )
@@ -467,6 +475,36 @@ async def test_non_retryable_errors_fail_the_step_at_once(exc: type[Exception]) 
     assert clock.slept == []
     assert recorder.of("step_retry") == []
     assert result.error is not None and result.error.type == exc.__name__
+
+
+def _typo(ctx: StepContext[Any]) -> Any:
+    return totl  # type: ignore[name-defined]  # noqa: F821
+
+
+def _unbound(ctx: StepContext[Any]) -> int:
+    if ctx.attempt > 99:
+        count = 1
+    return count
+
+
+def _missing_module(ctx: StepContext[Any]) -> None:
+    import flux_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [(_typo, "NameError"), (_unbound, "UnboundLocalError"), (_missing_module, "ModuleNotFoundError")],
+)
+async def test_a_bug_in_a_handler_fails_at_once_under_the_default_policy(
+    handler: Callable[[StepContext[Any]], Any], error: str
+) -> None:
+    clock = FakeClock()
+    async with FluxEngine(clock=clock) as engine:
+        result = await engine.execute(create_workflow("buggy").step("s", handler))
+    assert result.status == "failed"
+    assert result.history[0].attempts == 1
+    assert clock.slept == []
+    assert result.error is not None and result.error.type == error
 
 
 async def test_retry_on_makes_a_value_error_retryable() -> None:

@@ -340,7 +340,7 @@ async def test_queries_use_an_index(db_path: Path, query: str, params: tuple[Any
     async with SQLiteStorage(db_path):
         pass
     sql = Statements("flux_")
-    text = sql.list_runs(*params) if query == "list" else sql[query]
+    text = sql.list_runs(*params) if query == "list" else sql.with_marks(query, 3)
     plan = " ".join(row[3] for row in raw(db_path, (f"EXPLAIN QUERY PLAN {text}", [None] * text.count("?"))))
     assert f"USING INDEX {index}" in plan or f"USING {index}" in plan
     assert "USE TEMP B-TREE" not in plan
@@ -349,6 +349,7 @@ async def test_queries_use_an_index(db_path: Path, query: str, params: tuple[Any
 # --- several processes ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_file_at_once(db_path: Path) -> None:
     runs = 60  # 60 runs x (10 steps + 1) = 660 checkpoints per process, 60 runs in flight each
     procs = [

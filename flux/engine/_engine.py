@@ -7,7 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +24,7 @@ from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
 from flux.engine._ownership import new_owner_id
 from flux.engine._plans import WorkflowRegistry
+from flux.engine._threads import StepThreads
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
@@ -100,7 +101,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._default_policy = retry_policy or RetryPolicy().with_retries(default_retries)
         self._retry_policy = retry_policy
         self._policies: dict[StepSpec, RetryPolicy] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: StepThreads | None = None
         self._started = False
         self._active: dict[str, RunDriver] = {}
         self._tasks: dict[str, asyncio.Task[RunResult]] = {}
@@ -181,7 +182,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="flux-step")
+            self._executor = StepThreads(max_workers=32, name="flux-step")
         return self._executor
 
     # --- running --------------------------------------------------------------------------
@@ -208,8 +209,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
         Raises:
             InvalidInputError: ``input`` does not fit the workflow's input type or validators,
-                or ``run_id`` is not a non-empty str of at most 200 printable characters
-                without ``/`` or ``#``, or ``labels`` are not valid (nothing is stored then).
+                or ``labels`` are not valid, or ``run_id`` is not a non-empty str of at most
+                200 printable characters without ``/`` or ``#`` (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
             ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
@@ -330,23 +331,29 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
 
         Runs driven in this process are noticed at once; runs driven elsewhere within
-        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
-        :class:`RunNotFoundError` for an unknown id.
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time), naming
+        the run, the time waited and the run's status then, and :class:`RunNotFoundError` for an
+        unknown id.
         """
         if timeout is not None:
             timeout = to_seconds(timeout, "timeout", zero=True)
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
-        async with asyncio.timeout(timeout):
-            while True:
-                run = await self._load(run_id)
-                if run.status.finished:
-                    return RunResult.from_record(run)
-                done = self._finished.setdefault(run_id, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await done.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    run = await self._load(run_id)
+                    if run.status.finished:
+                        return RunResult.from_record(run)
+                    done = self._finished.setdefault(run_id, asyncio.Event())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.poll_interval):
+                            await done.wait()
+        except TimeoutError:
+            if timeout is None:
+                raise
+            raise TimeoutError(_still_unfinished(run, timeout)) from None
 
     async def get(self, run_id: str) -> RunResult:
         """The stored state of a run. Raises :class:`RunNotFoundError` for an unknown id."""
@@ -393,7 +400,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             await asyncio.sleep(interval)
             if self._active:
                 try:
-                    await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
+                    lease = self.clock.now() + self._env.lease
+                    await self.storage.renew(self.owner, lease, list(self._active))
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")
@@ -441,3 +449,18 @@ def _check_run_id(run_id: object) -> None:
             f"without '/' or '#' (flux uses those in child run ids), got {run_id!r}; pass "
             "run_id=None for a generated id"
         )
+
+
+_WHAT_MOVES_IT = {
+    RunStatus.PENDING: "no worker has started it yet: run one with engine.worker()",
+    RunStatus.SUSPENDED: "it waits for a signal or a timer, and a worker (engine.worker()) goes on when due",
+}
+
+
+def _still_unfinished(run: RunRecord, timeout: float) -> str:
+    """The message of a ``wait_result`` that timed out."""
+    hint = _WHAT_MOVES_IT.get(run.status, "a step is still in progress")
+    return (
+        f"wait_result: run {run.id} of workflow {run.workflow!r} did not finish within {timeout:g} s: "
+        f"it is {run.status}; {hint}. Wait longer, or look at it later with engine.get({run.id!r})"
+    )

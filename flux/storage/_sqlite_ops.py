@@ -316,10 +316,16 @@ class SQLiteOps:
             return None
         return self._load(conn, run_id)
 
-    def renew(self, conn: sqlite3.Connection, owner: str, lease: int) -> int:
-        """Extend every lease ``owner`` holds; how many."""
-        renew = self.sql["renew"]
-        return self._transaction(conn, True, lambda c: int(c.execute(renew, (lease, owner)).rowcount))
+    def renew(self, conn: sqlite3.Connection, owner: str, lease: int, run_ids: Sequence[str]) -> int:
+        """Extend the leases ``owner`` holds on ``run_ids``; how many."""
+        return self._transaction(conn, True, self._renew, owner, lease, run_ids)
+
+    def _renew(self, conn: sqlite3.Connection, owner: str, lease: int, run_ids: Sequence[str]) -> int:
+        count = 0
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            count += conn.execute(self.sql.with_marks("renew", len(chunk)), [lease, owner, *chunk]).rowcount
+        return count
 
     def release(self, conn: sqlite3.Connection, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on the run."""

@@ -220,7 +220,10 @@ _TEMPLATES: dict[str, str] = {
         "UPDATE {runs} SET owner = ?, lease_expires_at = ? WHERE id = ? AND (owner IS NULL "
         "OR lease_expires_at IS NULL OR owner = ? OR owner = ? OR lease_expires_at < ?)"
     ),
-    "renew": "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL",
+    "renew": (
+        "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL "
+        "AND id IN ({marks})"
+    ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = ? AND owner = ?",
     # --- signals ---
     "run_status": "SELECT status FROM {runs} WHERE id = ?",

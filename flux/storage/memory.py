@@ -123,6 +123,8 @@ class MemoryStorage:
         self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
     ) -> str | None:
         if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
             bound = self._keys.get((run.workflow, key))
             if bound is not None and bound[1] > run.created_at and bound[0] in self._runs:
                 return bound[0]
@@ -130,9 +132,7 @@ class MemoryStorage:
             raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
         entry = self._runs[run.id] = _Entry(run, next(self._order))
         entry.steps = {record.seq: _keep(record) for record in run.steps}
-        if key is not None:
-            if key_expires_at is None:
-                raise ValueError("create(key=...) needs key_expires_at")
+        if key is not None and key_expires_at is not None:
             self._keys[(run.workflow, key)] = (run.id, key_expires_at)
         return None
 
@@ -203,10 +203,11 @@ class MemoryStorage:
         entry.run = attrs.evolve(entry.run, owner=owner, lease_expires_at=lease_expires_at)
         return self._assemble(entry)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         count = 0
-        for entry in self._runs.values():
-            if entry.run.owner == owner and entry.run.lease_expires_at is not None:
+        for run_id in set(run_ids):
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.run.owner == owner and entry.run.lease_expires_at is not None:
                 entry.run = attrs.evolve(entry.run, lease_expires_at=lease_expires_at)
                 count += 1
         return count

@@ -94,8 +94,9 @@ class Storage(Protocol):
         step records), or None."""
         ...
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds; returns how many."""
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each run of ``run_ids`` that ``owner`` holds with a lease;
+        returns how many. Runs the owner holds but no longer drives are left to expire."""
         ...
 
     async def release(self, run_id: str, owner: str) -> None:

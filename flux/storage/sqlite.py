@@ -17,6 +17,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -29,6 +30,7 @@ from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
 from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
 from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_step, micros
@@ -93,6 +95,16 @@ class SQLiteStorage:
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r}, table_prefix={self.table_prefix!r})"
 
+    def __del__(self) -> None:
+        if getattr(self, "_db", None) is not None:
+            warnings.warn(
+                f"{self!r} was never closed. Use `async with FluxEngine(storage=...) as engine:` "
+                "(or `async with storage:`), or call `await engine.close()`",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+
     async def __aenter__(self) -> SQLiteStorage:
         await self.init()
         return self
@@ -140,7 +152,7 @@ class SQLiteStorage:
         check_versions()
         database, uri, read_only = self._target()
         try:
-            db = await aiosqlite.connect(database, uri=uri, isolation_level=None, timeout=self.busy_timeout)
+            db = await connect(database, uri=uri, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
@@ -344,9 +356,10 @@ class SQLiteStorage:
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
         return await self._call(self._ops.claim, run_id, owner, lease, at, takeover)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds (with a lease); returns how many."""
-        return await self._call(self._ops.renew, owner, micros(lease_expires_at, "lease_expires_at"))
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
+        lease = micros(lease_expires_at, "lease_expires_at")
+        return await self._call(self._ops.renew, owner, lease, sorted(set(run_ids)))
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
