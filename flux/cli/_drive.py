@@ -202,7 +202,7 @@ def cancel(opts: Options, run_id: str, reason: str | None, compensate: bool, as_
 
     async def body(engine: FluxEngine) -> RunResult:
         run = await find_run(engine, run_id)
-        if not run.status.finished and run.owner is None:
+        if not run.status.finished and run.lease_expires_at is None:  # nobody drives it: we do
             need_plan(opts, run)
         return await engine.cancel(run.id, reason, compensate=compensate)
 
