@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -136,6 +137,32 @@ class RunData(dict[str, JSON]):
 ActionRecorder = Callable[[int, str, str, JSON], Awaitable[None]]
 """Records an action's result: ``(visit seq, step, action name, result)``."""
 
+LogSink = Callable[[int, int, str], None]
+"""Keeps a line logged through ``ctx.log``: ``(visit seq, logging level, message)``."""
+
+
+class StepLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.log``: logs to ``flux.step`` with the run's fields, and hands each line to the
+    engine, which keeps it with the step record whatever the logging configuration."""
+
+    def __init__(self, extra: Mapping[str, object], sink: LogSink | None, seq: int) -> None:
+        super().__init__(_logger, extra)
+        self._sink = sink
+        self._seq = seq
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._sink is not None:
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = " ".join(map(str, (msg, *args)))
+            if kwargs.get("exc_info"):
+                error = sys.exc_info()[1]
+                if error is not None:
+                    text += f" ({type(error).__name__}: {error})"
+            self._sink(self._seq, level, text)
+        super().log(level, msg, *args, **kwargs)
+
 
 class StepContext(Generic[InputT]):
     """What a handler receives.
@@ -158,6 +185,7 @@ class StepContext(Generic[InputT]):
         "_children",
         "_failure",
         "_log",
+        "_log_sink",
         "_recorder",
         "_seq",
         "_used",
@@ -186,6 +214,7 @@ class StepContext(Generic[InputT]):
         actions: Mapping[str, JSON] = EMPTY,
         recorder: ActionRecorder | None = None,
         seq: int = 0,
+        log_sink: LogSink | None = None,
     ) -> None:
         self.input = input
         self.data = data
@@ -198,7 +227,8 @@ class StepContext(Generic[InputT]):
         self._recorder = recorder
         self._seq = seq
         self._used: set[str] = set()  # action names this attempt has used
-        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._log_sink = log_sink
+        self._log: StepLogger | None = None
 
     @property
     def failure(self) -> ErrorInfo | None:
@@ -232,8 +262,12 @@ class StepContext(Generic[InputT]):
         return f"{self.run_id}:{self.step}"
 
     @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry the run id, workflow, step and attempt."""
+    def log(self) -> StepLogger:
+        """A logger whose records carry the run id, workflow, step and attempt.
+
+        Its lines are also kept with the step record (``result.history[i].logs``), bounded
+        per visit, whether or not logging is configured.
+        """
         if self._log is None:
             extra = {
                 "run_id": self.run_id,
@@ -241,7 +275,7 @@ class StepContext(Generic[InputT]):
                 "step": self.step,
                 "attempt": self.attempt,
             }
-            self._log = logging.LoggerAdapter(_logger, extra)
+            self._log = StepLogger(extra, self._log_sink, self._seq)
         return self._log
 
     @overload

@@ -86,6 +86,32 @@ class ErrorInfo:
 
 
 @attrs.frozen(kw_only=True)
+class LogLine:
+    """One line a handler logged through ``ctx.log``, kept with its step record.
+
+    ``level`` is the logging level's name in lower case (``"info"``, ``"warning"``,
+    ``"error"``...); ``time`` comes from the engine's clock.
+    """
+
+    level: str
+    time: datetime
+    message: str
+
+    def to_json(self) -> dict[str, JSON]:
+        """``{"level": ..., "time": <ISO 8601>, "message": ...}``."""
+        return {"level": self.level, "time": self.time.isoformat(), "message": self.message}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, JSON]) -> LogLine:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            level=str(raw["level"]),
+            time=datetime.fromisoformat(str(raw["time"])),
+            message=str(raw["message"]),
+        )
+
+
+@attrs.frozen(kw_only=True)
 class StepRecord:
     """One visit of one step in a run.
 
@@ -100,6 +126,8 @@ class StepRecord:
         actions: recorded results of ``ctx.action`` calls made inside the step, by action name.
         wake_at: when a sleeping step, a waiting step's timeout or a stored retry delay is due.
         waiting_for: the signal a suspended visit waits for.
+        logs: the lines its handler logged through ``ctx.log``, across attempts, bounded (see
+            ``FluxEngine(log_limits=...)``).
     """
 
     seq: int
@@ -116,6 +144,7 @@ class StepRecord:
     actions: Mapping[str, JSON] = EMPTY
     wake_at: datetime | None = None
     waiting_for: str | None = None
+    logs: tuple[LogLine, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -141,6 +170,7 @@ class StepRecord:
             "actions": dict(self.actions),
             "wake_at": _iso(self.wake_at),
             "waiting_for": self.waiting_for,
+            "logs": [line.to_json() for line in self.logs],
         }
 
     @classmethod
@@ -166,6 +196,7 @@ class StepRecord:
             actions=doc.get("actions", dict, {}),
             wake_at=doc.time("wake_at"),
             waiting_for=doc.get("waiting_for", str, None),
+            logs=tuple(LogLine.from_json(line) for line in doc.get("logs", list, [])),
         )
 
 

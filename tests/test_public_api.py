@@ -15,7 +15,10 @@ import flux
 from flux import Clock, Storage
 from flux.events import EVENT_TYPES
 
-PUBLIC_MODULES = ["flux", "flux.testing", "flux.storage", "flux.events", "flux.patterns", "flux.metrics"]
+PUBLIC_MODULES = [
+    "flux", "flux.testing", "flux.storage", "flux.events", "flux.patterns", "flux.metrics", "flux.observe",
+    "flux.server",
+]  # fmt: skip
 DEFINING_MODULES = ["flux.events", "flux.patterns", "flux.metrics"]
 """Modules whose ``__all__`` lists every public name they define."""
 PROTOCOLS: list[type[Any]] = [Storage, Clock]

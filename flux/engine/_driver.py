@@ -28,6 +28,7 @@ from flux.engine._children import RunHooks, suspend_for_child
 from flux.engine._compensation import compensable, rollback
 from flux.engine._due import after, due_time, wait_timed_out
 from flux.engine._flow import Jump, complete_goto, run_flow
+from flux.engine._logbook import LogBook, LogLimits
 from flux.engine._visit import ChildPending
 from flux.errors import LeaseLostError
 from flux.events import (
@@ -79,6 +80,8 @@ class EngineContext:
     """Seconds between looks at storage for what other processes did (signals)."""
     hooks: RunHooks | None = None
     """Called at a run's end and cancellation (links child runs to their parents)."""
+    log_limits: LogLimits = attrs.field(factory=LogLimits)
+    """How much of ``ctx.log`` each step visit keeps."""
 
 
 class Outcome(enum.Enum):
@@ -119,6 +122,8 @@ class RunDriver:
         self.cancel_request: dict[str, JSON] | None = None
         self.activity = Activity()
         """Busy visits of a flow; a signal for this run pokes it (see ``_activity.py``)."""
+        self.logbook = LogBook(records, env.log_limits, env.clock.now)
+        """Lines logged through ``ctx.log``, attached to their visits' records by ``_put``."""
 
     # --- bookkeeping ----------------------------------------------------------------------
 
@@ -144,6 +149,7 @@ class RunDriver:
             )
 
     def _put(self, record: StepRecord) -> None:
+        record = self.logbook.attach(record)
         if record.seq == len(self.records):
             self.records.append(record)
         else:
@@ -530,6 +536,7 @@ class RunDriver:
             actions=actions,
             recorder=self._record_action,
             seq=record.seq,
+            log_sink=self.logbook.add,
         )
 
     async def _record_action(self, seq: int, step: str, name: str, value: JSON) -> None:

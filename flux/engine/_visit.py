@@ -131,6 +131,7 @@ class Visitor:
             actions=d.records[record.seq].actions,
             recorder=d._record_action,
             seq=record.seq,
+            log_sink=d.logbook.add,
         )
         if failure is not None:
             ctx._failure = failure

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flux.errors import StorageCorruptedError, StorageError
-from flux.records import JSON, ErrorInfo, RunRecord, SignalRecord, StepRecord
+from flux.records import JSON, ErrorInfo, LogLine, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps, loads
 from flux.status import RunStatus, StepStatus
 from flux.storage._sqlite_schema import RUN_COLUMNS, SIGNAL_COLUMNS, STEP_COLUMNS
@@ -119,10 +119,26 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
             dumps(dict(step.data_set)) if step.data_set else None,
             dumps(list(step.data_unset)) if step.data_unset else None,
             step.condition, dumps(dict(step.actions)) if step.actions else None, _us(step.wake_at),
-            step.waiting_for,
+            step.waiting_for, _encode_logs(step.logs) if step.logs else None,
         )  # fmt: skip
     except _BAD_VALUE:
         raise _explain(step, _STEP_CHECKS, f"step {step.step!r} (seq {step.seq}) of run {run_id}") from None
+
+
+def _encode_logs(logs: tuple[LogLine, ...]) -> str:
+    """A visit's log lines as a JSON list of ``[level, microseconds, message]``."""
+    return dumps([[line.level, _us(line.time), line.message] for line in logs])
+
+
+def _logs(value: Any) -> tuple[LogLine, ...]:
+    decoded = _json_value(value)
+    if decoded is None:
+        return ()
+    if not isinstance(decoded, list):
+        raise TypeError(f"expected a JSON list of log lines, found {decoded!r}")
+    return tuple(
+        LogLine(level=_text(level), time=_req_time(at), message=_text(text)) for level, at, text in decoded
+    )
 
 
 def encode_json(value: JSON, what: str) -> str | None:
@@ -204,7 +220,7 @@ _RUN_DECODERS: tuple[Decoder, ...] = (
 )  # fmt: skip
 _STEP_DECODERS: tuple[Decoder, ...] = (
     _text, _int, _text, StepStatus, _int, _time, _time, _error, _json_value, _mapping, _names,
-    _condition, _mapping, _time, _opt_text,
+    _condition, _mapping, _time, _opt_text, _logs,
 )  # fmt: skip
 _SIGNAL_DECODERS: tuple[Decoder, ...] = (_int, _text, _text, _json_value, _req_time, _opt_int)
 

@@ -24,7 +24,7 @@ RUN_COLUMNS = (
 
 STEP_COLUMNS = (
     "run_id", "seq", "step", "status", "attempts", "started_at", "finished_at", "error", "output",
-    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for",
+    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for", "logs",
 )  # fmt: skip
 """The step records table's columns, in encoder order."""
 
@@ -150,6 +150,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         "run labels",
         # A JSON object (NULL: no labels); list filters with json_each.
         ("ALTER TABLE {runs} ADD COLUMN labels TEXT",),
+    ),
+    Migration(
+        5,
+        "step logs: the lines handlers logged through ctx.log",
+        ("ALTER TABLE {steps} ADD COLUMN logs TEXT",),
     ),
 )
 """Every schema version in order; a database records each one it has applied."""

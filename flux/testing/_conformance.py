@@ -31,7 +31,7 @@ import attrs
 import pytest
 
 from flux.errors import LeaseLostError
-from flux.records import RunFilter
+from flux.records import LogLine, RunFilter
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
 from flux.testing._conformance_create import CreateConformance
@@ -64,6 +64,20 @@ class StorageConformance(WorkerConformance, CreateConformance):
         await storage.save(run)
         assert await storage.load(run.id) == run
         assert await storage.list() == [run]
+
+    async def test_step_logs_round_trip_and_grow_by_checkpoint(self, storage: Storage) -> None:
+        """A visit's log lines (level, time, message) are kept in order; a checkpoint that
+        rewrites the record with more lines replaces them, one without lines clears them."""
+        first = LogLine(level="info", time=at(1), message="charging " + UNICODE)
+        second = LogLine(level="warning", time=at(2.000001), message="x" * 3000)
+        step = step_record(0, StepStatus.RUNNING, logs=(first,))
+        await storage.save(run_record(steps=(step,)))
+        await storage.checkpoint(run_record(), [attrs.evolve(step, logs=(first, second))])
+        loaded = await storage.load("run-1")
+        assert loaded is not None and loaded.steps[0].logs == (first, second)
+        await storage.checkpoint(run_record(), [attrs.evolve(step, logs=())])
+        loaded = await storage.load("run-1")
+        assert loaded is not None and loaded.steps[0].logs == ()
 
     @pytest.mark.parametrize(
         "value",
