@@ -36,6 +36,7 @@ _TYPES = {
     "cancel_requested": "text", "run_id": "text", "seq": "int4", "step": "text",
     "attempts": "int4", "started_at": "int8", "output": "text", "data_set": "text",
     "data_unset": "text", "condition": "bool", "actions": "text", "waiting_for": "text",
+    "labels": "text", "logs": "text",
 }  # fmt: skip
 
 _FINISHED = "('completed', 'failed', 'rolled_back', 'cancelled')"
@@ -118,6 +119,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX {p}keys_run ON {keys} (run_id)",
         ),
     ),
+    Migration(
+        2,
+        "run labels",
+        # A JSON object as text (NULL: no labels); list filters with labels::jsonb @> $n::jsonb.
+        ("ALTER TABLE {runs} ADD COLUMN labels text",),
+    ),
+    Migration(
+        3,
+        "step logs: the lines handlers logged through ctx.log",
+        ("ALTER TABLE {steps} ADD COLUMN logs text",),
+    ),
 )
 """Every schema version in order; a database records each one it has applied."""
 
@@ -187,10 +199,12 @@ _TEMPLATES: dict[str, str] = {
         "k AS (DELETE FROM {keys} WHERE run_id = $1) "
         "SELECT count(*) FROM gone"
     ),
-    # Parameters: workflow or NULL, statuses or NULL, limit or NULL, offset.
+    # Parameters: workflow or NULL, statuses or NULL, limit or NULL, offset, labels (a JSON
+    # object every run must contain) or NULL.
     "list": (
         f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE ($1::text IS NULL OR workflow = $1) "
         "AND ($2::text[] IS NULL OR status = ANY($2::text[])) "
+        "AND ($5::text IS NULL OR labels::jsonb @> $5::jsonb) "
         "ORDER BY created_at DESC, pos DESC LIMIT $3 OFFSET $4"
     ),
     "prune": (

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from flux.errors import SchemaVersionError, StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
+from flux.serde import dumps
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, finished_statuses
 from flux.storage._postgres_batch import Checkpoint, GroupCommit, Outcome, columns, fenced, merge
@@ -227,7 +228,8 @@ class PostgresStorage:
         statuses = sorted(s.value for s in filter.status) if filter.status is not None else None
         if statuses == []:
             return []
-        args = (filter.workflow, statuses, filter.limit, filter.offset)
+        labels = dumps(dict(filter.labels)) if filter.labels else None
+        args = (filter.workflow, statuses, filter.limit, filter.offset, labels)
         rows = await self._call("fetch", self._sql["list"], *args)
         steps: dict[str, builtins.list[Any]] = {row[0]: [] for row in rows}
         if steps:
