@@ -184,9 +184,11 @@ def test_graph_prints_mermaid_or_json(seeded: Seeded) -> None:
 
 def test_prune_deletes_finished_runs_only(tmp_path: Path) -> None:
     """prune --older-than deletes runs finished longer ago, of --status if given; never a
-    suspended run."""
+    suspended run. (A reused --key returns the run it started instead of a second one.)"""
     db = tmp_path / "flux.db"
-    ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}')
+    first = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    again = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    assert again.startswith("(the idempotency key returned run ") and first.splitlines()[-1] in again
     ok(db, "run", "flux_app:fails", code=1)
     ok(db, "run", "flux_app:approval", code=3)
     assert ok(db, "prune", "--older-than", "7d") == "deleted 0 run(s) finished 7d+ ago\n"

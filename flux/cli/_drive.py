@@ -48,6 +48,8 @@ async def _watch(engine: FluxEngine, as_json: bool, drive: Callable[[], Awaitabl
             result = await drive()
     else:
         result = await drive()
+    if not result.created:
+        out.print(f"(the idempotency key returned run {result.id}, started before)")
     out.print(result_line(result))
     if result.status == "suspended":
         out.print(_next_steps(result))
