@@ -188,7 +188,7 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
 
     timeline = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="steps", title_justify="left")
     for name in ("#", "step", "status", "attempts", "started (UTC)", "duration", "detail"):
-        timeline.add_column(name, no_wrap=True)
+        timeline.add_column(name, no_wrap=name != "detail")
     for record in run.steps:
         detail = waits_for(record)
         if record.error is not None:
