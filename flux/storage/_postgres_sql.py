@@ -121,14 +121,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "run labels",
-        # A JSON object as text (NULL: no labels); list filters with labels::jsonb @> $n::jsonb.
-        ("ALTER TABLE {runs} ADD COLUMN labels text",),
-    ),
-    Migration(
-        3,
-        "step logs: the lines handlers logged through ctx.log",
-        ("ALTER TABLE {steps} ADD COLUMN logs text",),
+        "run labels and step logs",
+        # labels: a JSON object as text (NULL: none); list filters with labels::jsonb @> $5::jsonb.
+        (
+            "ALTER TABLE {runs} ADD COLUMN labels text",
+            "ALTER TABLE {steps} ADD COLUMN logs text",
+        ),
     ),
 )
 """Every schema version in order; a database records each one it has applied."""
