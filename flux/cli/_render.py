@@ -153,16 +153,20 @@ def dump(value: JSON) -> str:
 
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
-    """``flux list``: one row per run."""
+    """``flux list``: one row per run (a labels column when some run has labels)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("id", "workflow", "status", "created (UTC)", "duration", "step", "labels"):
+    columns = ["id", "workflow", "status", "created (UTC)", "duration", "step"]
+    labelled = any(run.labels for run in runs)
+    for name in [*columns, "labels"] if labelled else columns:
         table.add_column(name, no_wrap=True)
     for run in runs:
-        labels = " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))
-        table.add_row(
+        row: list[RenderableType] = [
             run.id, run.workflow, styled(run.status.value), when(run.created_at), seconds(run.duration),
-            current_step(run), labels,
-        )  # fmt: skip
+            current_step(run),
+        ]  # fmt: skip
+        if labelled:
+            row.append(" ".join(f"{k}={v}" for k, v in sorted(run.labels.items())))
+        table.add_row(*row)
     return table
 
 
