@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -171,8 +172,11 @@ def test_retry_and_replay(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"charge": "charged", "ship": "shipped"}
 
-    replayed = json.loads(ok(db, "--app", "flux_app", "replay", failed, "--json"))
+    replay = flux(db, "--app", "flux_app", "replay", failed, "--json", "-vv")
+    replayed = json.loads(replay.stdout)
     assert replayed["id"] != failed and replayed["status"] == "completed"
+    # -vv: the engine's DEBUG lines, one per checkpoint, on stderr
+    assert f"DEBUG flux.engine: run {replayed['id']} checkpoint: " in replay.stderr
     assert len(ndjson(ok(db, "list", "--json"))) == 2
 
 
@@ -313,6 +317,31 @@ def test_help_of_every_command_has_an_example_and_python_m_flux_works(seeded: Se
         capture_output=True, text=True, env=_env(seeded.db), check=True,
     )  # fmt: skip
     assert len(ndjson(module.stdout)) == 3
+
+
+def test_run_on_a_terminal_shows_a_live_view(tmp_path: Path) -> None:
+    """On a terminal (a pty here) `flux run` draws the steps live, in colour."""
+    db = tmp_path / "flux.db"
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [str(FLUX), "run", "flux_app:greet", "--input", '{"name": "ann"}'],
+        cwd=tmp_path, env=_env(db), stdin=child, stdout=child, stderr=child,
+    )  # fmt: skip
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    text = output.decode()
+    assert "\x1b[" in text and "✓ " in text and "hello" in text and "shout" in text
+    assert "completed" in text
 
 
 def _read_until(proc: subprocess.Popen[str], needle: str, count: int) -> list[str]:
