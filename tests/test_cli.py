@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from typing import Any
 
 import attrs
 import pytest
+from click.testing import CliRunner
 
 from flux import FluxEngine
+from flux.cli import cli
 from flux.storage import SQLiteStorage
 
 FLUX = Path(sys.executable).with_name("flux")
@@ -87,7 +90,7 @@ def test_run_shows_each_step_and_exits_by_status(seeded: Seeded) -> None:
 
     assert seeded.approval.returncode == 3
     assert "⏸ approved waiting for signal 'approved'" in seeded.approval.stdout
-    assert "suspended (waits for signal 'approved'): flux signal " in seeded.approval.stdout
+    assert "it waits for signal 'approved': flux signal " in seeded.approval.stdout
     assert seeded.greet.stderr == seeded.fails.stderr == seeded.approval.stderr == ""
 
 
@@ -169,8 +172,11 @@ def test_retry_and_replay(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"charge": "charged", "ship": "shipped"}
 
-    replayed = json.loads(ok(db, "--app", "flux_app", "replay", failed, "--json"))
+    replay = flux(db, "--app", "flux_app", "replay", failed, "--json", "-vv")
+    replayed = json.loads(replay.stdout)
     assert replayed["id"] != failed and replayed["status"] == "completed"
+    # -vv: the engine's DEBUG lines, one per checkpoint, on stderr
+    assert f"DEBUG flux.engine: run {replayed['id']} checkpoint: " in replay.stderr
     assert len(ndjson(ok(db, "list", "--json"))) == 2
 
 
@@ -184,9 +190,11 @@ def test_graph_prints_mermaid_or_json(seeded: Seeded) -> None:
 
 def test_prune_deletes_finished_runs_only(tmp_path: Path) -> None:
     """prune --older-than deletes runs finished longer ago, of --status if given; never a
-    suspended run."""
+    suspended run. (A reused --key returns the run it started instead of a second one.)"""
     db = tmp_path / "flux.db"
-    ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}')
+    first = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    again = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    assert again.startswith("(the idempotency key returned run ") and first.splitlines()[-1] in again
     ok(db, "run", "flux_app:fails", code=1)
     ok(db, "run", "flux_app:approval", code=3)
     assert ok(db, "prune", "--older-than", "7d") == "deleted 0 run(s) finished 7d+ ago\n"
@@ -294,18 +302,46 @@ def test_bad_runs_and_steps_in_an_existing_database(seeded: Seeded) -> None:
 
 
 def test_help_of_every_command_has_an_example_and_python_m_flux_works(seeded: Seeded) -> None:
-    """`flux COMMAND --help` shows an example for every command; `python -m flux` is the same CLI."""
+    """`flux --help` lists every command and `flux COMMAND --help` shows an example for each;
+    `python -m flux` is the same CLI."""
     commands = ["run", "list", "show", "resume", "retry", "replay", "signal", "cancel", "worker", "graph",
                 "prune", "export", "import"]  # fmt: skip
     listed = ok(seeded.db, "--help")
+    runner = CliRunner()  # the same commands in-process: fifteen fewer interpreters to start
     for name in commands:
         assert f"  {name} " in listed
-        assert "Example: flux " in ok(seeded.db, name, "--help"), name
+        shown = runner.invoke(cli, [name, "--help"])
+        assert shown.exit_code == 0 and "Example: flux " in shown.output, name
     module = subprocess.run(
         [sys.executable, "-m", "flux", "list", "--json", "--db", str(seeded.db)],
         capture_output=True, text=True, env=_env(seeded.db), check=True,
     )  # fmt: skip
     assert len(ndjson(module.stdout)) == 3
+
+
+def test_run_on_a_terminal_shows_a_live_view(tmp_path: Path) -> None:
+    """On a terminal (a pty here) `flux run` draws the steps live, in colour."""
+    db = tmp_path / "flux.db"
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [str(FLUX), "run", "flux_app:greet", "--input", '{"name": "ann"}'],
+        cwd=tmp_path, env=_env(db), stdin=child, stdout=child, stderr=child,
+    )  # fmt: skip
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    text = output.decode()
+    assert "\x1b[" in text and "✓ " in text and "hello" in text and "shout" in text
+    assert "completed" in text
 
 
 def _read_until(proc: subprocess.Popen[str], needle: str, count: int) -> list[str]:

@@ -36,7 +36,7 @@ def console(stream: Any = None) -> Console:
     """A console on stdout (or ``stream``); wide when not a terminal, so lines never wrap."""
     stream = stream or sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
-    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+    return Console(file=stream, width=width, soft_wrap=True, highlight=False)
 
 
 def emit(out: Console, renderable: RenderableType) -> None:
@@ -153,16 +153,20 @@ def dump(value: JSON) -> str:
 
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
-    """``flux list``: one row per run."""
+    """``flux list``: one row per run (a labels column when some run has labels)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("id", "workflow", "status", "created (UTC)", "duration", "step", "labels"):
+    columns = ["id", "workflow", "status", "created (UTC)", "duration", "step"]
+    labelled = any(run.labels for run in runs)
+    for name in [*columns, "labels"] if labelled else columns:
         table.add_column(name, no_wrap=True)
     for run in runs:
-        labels = " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))
-        table.add_row(
+        row: list[RenderableType] = [
             run.id, run.workflow, styled(run.status.value), when(run.created_at), seconds(run.duration),
-            current_step(run), labels,
-        )  # fmt: skip
+            current_step(run),
+        ]  # fmt: skip
+        if labelled:
+            row.append(" ".join(f"{k}={v}" for k, v in sorted(run.labels.items())))
+        table.add_row(*row)
     return table
 
 
