@@ -88,20 +88,37 @@ class Worker:
         try:
             while not self._stopping:
                 wake.clear()
+                idle = self.engine.poll_interval
                 try:
                     await self._schedules.tick()
                     await self._fill()
                     await self.engine.check_cancel_requests()
+                    idle = await self._idle_time()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.engine.poll_interval):
+                    async with asyncio.timeout(idle):
                         await wake.wait()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self._drain()
+
+    async def _idle_time(self) -> float:
+        """Seconds to wait for a wake-up: the poll interval, or less when a run is due sooner.
+
+        A clock that tells when it moves (a test's FakeClock) wakes the worker itself.
+        """
+        engine = self.engine
+        if callable(getattr(engine.clock, "subscribe", None)):
+            return engine.poll_interval
+        wake_at = await engine.storage.next_wake()
+        if wake_at is None:
+            return engine.poll_interval
+        seconds = (wake_at - engine.clock.now()).total_seconds()
+        # Due already but not taken here (at capacity, or claimed elsewhere): poll as usual.
+        return engine.poll_interval if seconds <= 0 else min(engine.poll_interval, seconds)
 
     async def __aenter__(self) -> Worker:
         await self.engine.start_engine()

@@ -33,7 +33,7 @@ class ControlOps:
     _bus: EventBus
     _active: dict[str, RunDriver]
     _tasks: dict[str, asyncio.Task[RunResult]]
-    notify: Callable[[], None]
+    notify: Callable[[str | None, str | None], None]
     _load: Callable[[str], Awaitable[RunRecord]]
     _claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
 
@@ -81,7 +81,7 @@ class ControlOps:
                     payload=payload,
                 )
             )
-        self.notify()
+        self.notify("signal", run_id)
         return stored
 
     async def cancel(self, run_id: str, reason: str | None = None, *, compensate: bool = False) -> RunResult:
@@ -106,6 +106,7 @@ class ControlOps:
             await self.storage.request_cancel(
                 run_id, {"reason": reason or "cancelled", "compensate": compensate}
             )
+            self.notify("cancel", run_id)
             return RunResult.from_record(run)
         try:
             plan = self._registry.for_run(claimed)

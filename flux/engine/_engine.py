@@ -41,6 +41,7 @@ from flux.retry import RetryPolicy
 from flux.status import RunStatus
 from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
+from flux.wake import Waker, WakerSource
 
 if TYPE_CHECKING:
     from flux.schedule import Schedule
@@ -74,6 +75,10 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         poll_interval: seconds between looks at storage for work from other processes.
         log_limits: how much of ``ctx.log`` each step visit keeps in its record (default
             ``LogLimits(lines=100, line_bytes=2048)``).
+        waker: carries wake-ups (new runs, signals, cancellations, due times) between
+            processes, so their workers need not wait for the next poll: a
+            :class:`flux.wake.RedisWaker`, say. Default: the storage's own (LISTEN/NOTIFY with
+            PostgresStorage), else none.
 
     Use it as ``async with FluxEngine(...) as engine:`` so storage is opened and closed.
     """
@@ -92,6 +97,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
         log_limits: LogLimits | None = None,
+        waker: Waker | None = None,
     ) -> None:
         to_count(default_retries, "default_retries", minimum=0)
         default_timeout = to_seconds(default_timeout, "default_timeout")
@@ -113,6 +119,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._finished: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
+        if waker is None and isinstance(self.storage, WakerSource):
+            waker = self.storage.waker()
+        self.waker = waker
         self._heartbeat: asyncio.Task[None] | None = None
         _logs.attach(self._bus)
         self._env = EngineContext(
@@ -156,6 +165,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         if not self._started:
             await self.storage.init()
             self._started = True
+            if self.waker is not None:
+                await self.waker.open(self.notify)
 
     async def close(self) -> None:
         """Stop heartbeats, close storage and let go of abandoned step threads."""
@@ -166,6 +177,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         if self._started:
+            if self.waker is not None:
+                await self.waker.close()
             await self.storage.close()
             self._started = False
 
@@ -251,7 +264,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         existing = await self._create(pending, idempotency_key, idempotency_ttl)
         if existing is not None:
             return existing
-        self.notify()
+        self.notify("run", header.id)
         return header.id
 
     async def _new_run(
@@ -326,12 +339,18 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             done = self._finished.pop(run_id, None)
             if done is not None:
                 done.set()
-        self.notify()
+        self.notify("due" if result.status == RunStatus.SUSPENDED else None, run_id)
         return result
 
-    def notify(self) -> None:
-        """Wake this engine's workers: new work may be due (called on start, signal, time moves)."""
+    def notify(self, reason: str | None = None, run_id: str | None = None) -> None:
+        """Wake this engine's workers: new work may be due (called on start, signal, time moves).
+
+        With a ``reason`` (``run``, ``signal``, ``cancel``, ``due``) the waker also tells the
+        workers of other processes about ``run_id``.
+        """
         self._wake.set()
+        if reason is not None and run_id is not None and self.waker is not None:
+            self.waker.publish(reason, run_id)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> RunResult:
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
