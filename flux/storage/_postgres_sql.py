@@ -36,6 +36,7 @@ _TYPES = {
     "cancel_requested": "text", "run_id": "text", "seq": "int4", "step": "text",
     "attempts": "int4", "started_at": "int8", "output": "text", "data_set": "text",
     "data_unset": "text", "condition": "bool", "actions": "text", "waiting_for": "text",
+    "labels": "text", "logs": "text",
 }  # fmt: skip
 
 _FINISHED = "('completed', 'failed', 'rolled_back', 'cancelled')"
@@ -116,6 +117,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (workflow, key)
             )""",
             "CREATE INDEX {p}keys_run ON {keys} (run_id)",
+        ),
+    ),
+    Migration(
+        2,
+        "run labels and step logs",
+        (
+            "ALTER TABLE {runs} ADD COLUMN labels text",
+            "ALTER TABLE {steps} ADD COLUMN logs text",
         ),
     ),
 )
