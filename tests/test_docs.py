@@ -63,7 +63,7 @@ def python_blocks(page: Path) -> list[Block]:
             continue
         indent, fence, language = len(opening.group(1)), opening.group(2), opening.group(3).lower()
         end = index + 1
-        while end < len(lines) and not lines[end].lstrip(" ").startswith(fence):
+        while end < len(lines) and not _closes(lines[end], fence):
             end += 1
         if language in PYTHON_FENCES:
             above = lines[index - 1].strip() if index else ""
@@ -71,6 +71,13 @@ def python_blocks(page: Path) -> list[Block]:
             blocks.append(Block(page=page, line=index + 1, code=code, fragment=above == FRAGMENT))
         index = end + 1
     return blocks
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a block opened by ``fence`` (as in CommonMark: the same character, at
+    least as many, nothing else on the line; "``` text" does not close a block)."""
+    bare = line.strip(" ")
+    return bare.startswith(fence) and bare == fence[0] * len(bare)
 
 
 BLOCKS = [block for page in PAGES for block in python_blocks(page)]
@@ -137,7 +144,8 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
     page.write_text(
         "<!-- fragment -->\n```python\nawait go()\n```\n\n<!-- fragment -->\n\n```python\nx = 1\n```\n"
         "```text\nnot python\n```\n````python\n```\nstill = 'inside'\n````\n"
-        "- a list item:\n\n  <!-- fragment -->\n  ```python\n  if True:\n      await it()\n  ```\n",
+        "- a list item:\n\n  <!-- fragment -->\n  ```python\n  if True:\n      await it()\n  ```\n"
+        "```python\nx = 2\n``` text after a fence does not close it\ny = 3\n```\n",
         encoding="utf-8",
     )
     found = [(block.line, block.fragment, block.code) for block in python_blocks(page)]
@@ -146,6 +154,7 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
         (8, False, "x = 1\n"),
         (14, False, "```\nstill = 'inside'\n"),
         (21, True, "if True:\n    await it()\n"),
+        (25, False, "x = 2\n``` text after a fence does not close it\ny = 3\n"),
     ]
 
 
