@@ -160,21 +160,27 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 def test_block_runs_as_written(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code = compile_block(block)
+    try:
+        code = compile_block(block)
+    except SyntaxError as exc:
+        raise AssertionError(
+            f"{block.name}: not valid Python ({exc.msg}, line {exc.lineno}). A block that uses top-level "
+            f"await is a fragment: put {FRAGMENT} on the line just above its fence; a signature or a "
+            "transcript takes another fence (```text, ```pycon)."
+        ) from exc
     if block.fragment:
         return  # compiled is all a fragment promises
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FLUX_DB", raising=False)
     try:
         run_as_main(code)
-    except SyntaxError:
-        raise
-    except BaseException as exc:
-        hint = (
+    except SystemExit as exc:
+        assert exc.code in (None, 0), f"{block.name}: the block exited with {exc.code!r}"
+    except Exception as exc:
+        raise AssertionError(
             f"{block.name}: this block raised {type(exc).__name__}: {exc}\n"
             f"Make it a complete program, or put {FRAGMENT} on the line just above its fence."
-        )
-        raise AssertionError(hint) from exc
+        ) from exc
 
 
 def anchors(markdown: str) -> set[str]:
