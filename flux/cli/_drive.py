@@ -20,7 +20,7 @@ from flux.cli._base import (
     setup_logging,
     with_engine,
 )
-from flux.cli._load import CliError, close, load_workflow, parse_json
+from flux.cli._load import CliError, close, import_module, load_workflow, parse_json
 from flux.cli._render import StepView, console, dump, result_document, result_line
 from flux.engine import FluxEngine
 from flux.events import StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
@@ -246,19 +246,26 @@ def cancel(opts: Options, run_id: str, reason: str | None, compensate: bool, as_
     help="Seconds running steps get to finish on stop; then their runs are released.",
 )
 def worker(opts: Options, concurrency: int, grace_period: float) -> None:
-    """Drive pending, due and orphaned runs of --app's workflows until SIGTERM or SIGINT."""
+    """Drive pending, due and orphaned runs of --app's workflows until SIGTERM or SIGINT, and
+    fire the cron schedules of its `schedules = [...]`, if any."""
     if not opts.app:
         raise CliError(
             "flux worker needs --app MODULE, whose `workflows = [...]` lists the workflows to drive"
         )
     setup_logging(opts.verbose, floor=logging.INFO)
     names = ", ".join(sorted(opts.workflows()))
+    schedules = list(getattr(import_module(opts.app), "schedules", ()))
 
     async def body(engine: FluxEngine) -> None:
-        runner = engine.worker(concurrency=concurrency, grace_period=grace_period)
+        try:
+            runner = engine.worker(concurrency=concurrency, grace_period=grace_period, schedules=schedules)
+        except (TypeError, ValueError) as exc:
+            raise CliError(f"{opts.app}.schedules: {exc}") from exc
+        firing = f"; schedules: {', '.join(s.name for s in schedules)}" if schedules else ""
         logger.info(
-            "worker %s started on %s for %s (concurrency %d)", engine.owner, opts.url, names, concurrency
-        )
+            "worker %s started on %s for %s (concurrency %d)%s",
+            engine.owner, opts.url, names, concurrency, firing,
+        )  # fmt: skip
         await runner.run(handle_signals=True)
         logger.info("worker %s stopped; %d run(s) driven", engine.owner, runner.completed)
 

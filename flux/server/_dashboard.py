@@ -44,7 +44,7 @@ def page(title: str, body: str) -> str:
 
 def login_page(path: str) -> str:
     """The form that asks for the API token, then returns to ``path``."""
-    target = path if path.startswith("/") and not path.startswith("//") else "/"
+    target = local_path(path)
     return page(
         "Sign in",
         "<h1>API token</h1><p class=muted>This server needs its API token once; the browser keeps it "
@@ -53,6 +53,13 @@ def login_page(path: str) -> str:
         "<input type=password name=token autofocus placeholder='token' aria-label='API token'> "
         "<button type=submit>Sign in</button></form>",
     )
+
+
+def local_path(path: str) -> str:
+    """``path`` if it stays on this server (``/runs/1``), else ``/``: no open redirects."""
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
 
 
 def _status(value: str) -> str:
@@ -82,7 +89,7 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         form = dict(_form_fields(await read_body(request, self.api.max_body)))
         target = form.get("next", "/")
-        target = target if target.startswith("/") and not target.startswith("//") else "/"
+        target = local_path(target)
         given = form.get("token", "")
         if self.token is not None and not token_matches(given, self.token):
             return HTMLResponse(
