@@ -6,7 +6,10 @@ the publishing channel, an editor loop goes round until the copy is approved (ea
 recorded visit), a flaky upload falls back to a manual queue, and a child workflow sends the
 announcement. It prints the history, the plan as Mermaid and the run's metrics.
 
-    python examples/control_flow.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/control_flow.py
+    .venv/bin/python examples/control_flow.py
 """
 
 from __future__ import annotations

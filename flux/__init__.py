@@ -47,8 +47,9 @@ from flux.events import Event
 from flux.metrics import RunMetrics, StepMetrics, run_metrics
 from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, LogLine, RunFilter, RunRecord, StepRecord
-from flux.result import RunResult
+from flux.result import Recovery, RunResult
 from flux.retry import RetryPolicy, is_retryable_error, with_retry
+from flux.schedule import Schedule
 from flux.status import RunStatus, StepStatus
 from flux.storage import MemoryStorage, Storage
 from flux.waiting import WaitRequest, wait
@@ -79,6 +80,7 @@ __all__ = [
     "NonRetryableError",
     "PlanError",
     "PlanMismatchError",
+    "Recovery",
     "RetryAfter",
     "RetryPolicy",
     "RunData",
@@ -89,6 +91,7 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "RunStatus",
+    "Schedule",
     "SchemaVersionError",
     "SerializationError",
     "StepContext",

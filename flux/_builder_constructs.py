@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from flux._spec import check_arity
 from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, ChildSpec, MapSpec, ParallelSpec
 from flux.errors import InvalidStepError
 from flux.plan import Workflow
@@ -45,9 +46,10 @@ def _positive(value: object, what: str, where: str) -> int | None:
     return value
 
 
-def _callable(value: object, what: str, where: str) -> Callable[..., Any]:
+def _callable(value: object, what: str, where: str, arity: int = 1) -> Callable[..., Any]:
     if not callable(value):
         raise InvalidStepError(f"{where}: {what} must be callable, got {value!r}")
+    check_arity(value, arity, f"{where}: {what}")
     return value
 
 
@@ -73,7 +75,7 @@ def map_options(
     """Options of a map step."""
     where = f"map step {name!r}"
     construct = MapSpec(
-        fn=_callable(fn, "the item function", where),
+        fn=_callable(fn, "the item function", where, arity=2),
         over=_callable(over, "over=", where),
         concurrency=_positive(concurrency, "concurrency", where),
         batch_size=_positive(batch_size, "batch_size", where),

@@ -7,13 +7,13 @@ it, and :mod:`flux.plan` puts them together into a :class:`~flux.Workflow`. Pure
 from __future__ import annotations
 
 import inspect
-import math
 import re
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import attrs
 
+from flux._duration import to_seconds
 from flux.errors import InvalidNameError, InvalidStepError
 from flux.retry import RetryPolicy
 
@@ -77,6 +77,34 @@ class ConstructParts(Protocol):
     def describe(self) -> dict[str, Any]:
         """A JSON-able description."""
         ...
+
+
+_ARITY = {1: ("ctx", "the StepContext"), 2: ("ctx, item", "the StepContext and the item")}
+
+
+def check_arity(fn: Callable[..., Any], count: int, what: str) -> None:
+    """Refuse a callable that cannot be called with ``count`` positional arguments.
+
+    flux calls handlers, ``when`` predicates and compensations as ``fn(ctx)``, and map functions
+    as ``fn(ctx, item)``. A callable whose signature Python cannot read passes.
+
+    Raises:
+        InvalidStepError: naming ``what``, the signature found and the one to write.
+    """
+    try:
+        signature = inspect.signature(fn).replace(return_annotation=inspect.Signature.empty)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        params, passed = _ARITY[count]
+        name = getattr(fn, "__name__", "")
+        example = f"def {name}({params}): ..." if name.isidentifier() else f"lambda {params}: ..."
+        raise InvalidStepError(
+            f"{what} {callable_name(fn)}{signature} cannot be called as fn({params}): flux passes "
+            f"{passed} positionally. Write it as {example}"
+        ) from None
 
 
 @attrs.frozen(kw_only=True)
@@ -153,35 +181,33 @@ def validate_step(spec: StepSpec) -> StepSpec:
     retries = spec.retries
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
         raise InvalidStepError(f"{where}: retries must be an int >= 0, got {retries!r}")
-    timeout = spec.timeout
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
+    for option, name, zero in (
+        ("timeout", "timeout", False),
+        ("wait_timeout", "wait timeout", False),
+        ("duration", "sleep duration", True),
     ):
-        raise InvalidStepError(
-            f"{where}: timeout must be a positive, finite number of seconds, got {timeout!r}"
-        )
+        value = getattr(spec, option)
+        if value is not None:
+            to_seconds(value, f"{where}: {name}", error=InvalidStepError, zero=zero)
     if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
         raise InvalidStepError(f"{where}: retry= takes a RetryPolicy, got {spec.retry!r}")
-    for option in ("when", "compensate"):
-        value = getattr(spec, option)
-        if value is not None and not callable(value):
-            raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
-    if spec.wait_timeout is not None and not spec.wait_timeout > 0:
-        raise InvalidStepError(
-            f"{where}: a wait timeout must be a positive number of seconds, got {spec.wait_timeout!r}"
-        )
-    if spec.duration is not None and not spec.duration >= 0:
-        raise InvalidStepError(f"{where}: a sleep duration must be >= 0 seconds, got {spec.duration!r}")
-    if spec.until is not None and not callable(spec.until):
-        raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
-    if spec.signal is not None:
-        check_name(spec.signal, "signal")
-    _validate_routing(spec, where)
+    check_arity(spec.handler, 1, f"{where}: the handler")
     if spec.commit and spec.compensate is not None:
         raise InvalidStepError(
             f"{where}: a commit step cannot take compensate=; commit steps are irreversible. "
             "Use .step(...) if the effect can be undone."
         )
+    for option in ("when", "compensate"):
+        value = getattr(spec, option)
+        if value is not None and not callable(value):
+            raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
+        if value is not None:
+            check_arity(value, 1, f"{where}: {option}=")
+    if spec.until is not None and not callable(spec.until):
+        raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
+    if spec.signal is not None:
+        check_name(spec.signal, "signal")
+    _validate_routing(spec, where)
     return spec
 
 

@@ -8,8 +8,9 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from flux.errors import SerializationError
+from flux.errors import InvalidStepError, SerializationError
 from flux.records import EMPTY, JSON, ErrorInfo
+from flux.serde import valid_text
 
 if TYPE_CHECKING:
     from flux.builder import WorkflowBuilder
@@ -55,8 +56,10 @@ class RunData(dict[str, JSON]):
         return value
 
     def __setitem__(self, key: str, value: JSON) -> None:
-        if not isinstance(key, str):
-            raise SerializationError(f"ctx.data keys must be str (JSON object keys), got {key!r}")
+        if not isinstance(key, str) or not valid_text(key):
+            raise SerializationError(
+                f"ctx.data keys must be str (JSON object keys) of valid Unicode text, got {key!r}"
+            )
         super().__setitem__(key, value)
         self._touch(key)
 
@@ -185,6 +188,7 @@ class StepContext(Generic[InputT]):
         "_log_sink",
         "_recorder",
         "_seq",
+        "_used",
         "attempt",
         "data",
         "input",
@@ -222,6 +226,7 @@ class StepContext(Generic[InputT]):
         self._actions = actions
         self._recorder = recorder
         self._seq = seq
+        self._used: set[str] = set()  # action names this attempt has used
         self._log_sink = log_sink
         self._log: StepLogger | None = None
 
@@ -283,7 +288,23 @@ class StepContext(Generic[InputT]):
         When the step runs again (a retry, or a resume after a crash), a finished action
         returns its recorded result instead of calling ``fn`` again. Use it for the
         expensive or effectful parts of a step.
+
+        Raises:
+            InvalidStepError: ``name`` is not a non-empty str, starts with ``flux:`` (reserved
+                for what flux records), or was used already by this attempt (the second
+                function would never run).
         """
+        if not isinstance(name, str) or not name or name.startswith("flux:"):
+            raise InvalidStepError(
+                f"step {self.step!r}: ctx.action name must be a non-empty str not starting with "
+                f"'flux:' (reserved for flux), got {name!r}"
+            )
+        if name in self._used:
+            raise InvalidStepError(
+                f"step {self.step!r}: ctx.action name {name!r} is used twice in one attempt; the "
+                "second function would never run. Give each action its own name."
+            )
+        self._used.add(name)
         if name in self._actions:
             return self._actions[name]
         result = fn()

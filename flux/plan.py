@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from flux._duration import to_seconds
 from flux._mermaid import draw
 from flux._shape import PlanShape, shape_of
 from flux._spec import StepSpec, check_name, is_async_callable, step_shape, validate_step
@@ -74,11 +75,8 @@ class Workflow(Generic[InputT]):
         for spec in self.steps:
             validate_step(spec)
         object.__setattr__(self, "_shape", shape_of(self.name, self.steps))
-        if self.deadline is not None and not self.deadline > 0:
-            raise InvalidStepError(
-                f"workflow {self.name!r}: deadline must be a positive number of seconds, "
-                f"got {self.deadline!r}"
-            )
+        if self.deadline is not None:
+            to_seconds(self.deadline, f"workflow {self.name!r}: deadline", error=InvalidStepError)
 
     @property
     def signals(self) -> frozenset[str]:

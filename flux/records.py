@@ -30,6 +30,7 @@ def frozen_labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
         return labels
     return MappingProxyType(dict(labels)) if labels else EMPTY
 
+
 # Step visits whose data changes and outputs count towards the run's state.
 _EFFECTIVE = frozenset(
     {StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATING, StepStatus.COMPENSATED}

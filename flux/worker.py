@@ -12,13 +12,17 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from flux._duration import to_count, to_seconds
+from flux._scheduler import ScheduleRunner
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.records import RunRecord
 from flux.result import RunResult
+from flux.schedule import Schedule
 from flux.status import RunStatus
 
 if TYPE_CHECKING:
@@ -35,15 +39,22 @@ class Worker:
         concurrency: at most this many runs in flight at once.
         grace_period: on stop, seconds to let running steps finish before they are cancelled
             (their runs are released for another worker to take over).
+        schedules: cron :class:`~flux.Schedule` objects this worker fires (each slot starts
+            one run, however many workers share the schedule).
 
     Use ``async with engine.worker(concurrency=4):`` or ``await Worker(engine).run()``.
     """
 
-    def __init__(self, engine: FluxEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
+    def __init__(
+        self,
+        engine: FluxEngine,
+        *,
+        concurrency: int = 10,
+        grace_period: float = 30.0,
+        schedules: Iterable[Schedule] = (),
+    ) -> None:
+        to_count(concurrency, "concurrency", minimum=1)
+        grace_period = to_seconds(grace_period, "grace_period", zero=True)
         self.engine = engine
         self.concurrency = concurrency
         self.grace_period = grace_period
@@ -51,6 +62,7 @@ class Worker:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._skipped: set[str] = set()
+        self._schedules = ScheduleRunner(engine, schedules)
         self.completed = 0
         """Runs this worker drove to an end or a suspension."""
 
@@ -67,6 +79,7 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Claim and drive runs until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
         await self.engine.start_engine()
+        await self._schedules.start()
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,13 +88,16 @@ class Worker:
         try:
             while not self._stopping:
                 wake.clear()
+                idle = self.engine.poll_interval
                 try:
+                    await self._schedules.tick()
                     await self._fill()
                     await self.engine.check_cancel_requests()
+                    idle = await self._idle_time()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.engine.poll_interval):
+                    async with asyncio.timeout(idle):
                         await wake.wait()
         finally:
             if handle_signals:
@@ -89,8 +105,24 @@ class Worker:
                     loop.remove_signal_handler(sig)
             await self._drain()
 
+    async def _idle_time(self) -> float:
+        """Seconds to wait for a wake-up: the poll interval, or less when a run is due sooner.
+
+        A clock that tells when it moves (a test's FakeClock) wakes the worker itself.
+        """
+        engine = self.engine
+        if callable(getattr(engine.clock, "subscribe", None)):
+            return engine.poll_interval
+        wake_at = await engine.storage.next_wake()
+        if wake_at is None:
+            return engine.poll_interval
+        seconds = (wake_at - engine.clock.now()).total_seconds()
+        # Due already but not taken here (at capacity, or claimed elsewhere): poll as usual.
+        return engine.poll_interval if seconds <= 0 else min(engine.poll_interval, seconds)
+
     async def __aenter__(self) -> Worker:
         await self.engine.start_engine()
+        await self._schedules.start()
         self._runner = asyncio.get_running_loop().create_task(self.run())
         return self
 
@@ -114,7 +146,9 @@ class Worker:
         for run in candidates:
             if len(self._tasks) >= self.concurrency:
                 return
-            if run.id not in engine._active and run.id not in self._skipped:
+            # A run taken on an earlier pass may not have started yet (so is not active yet).
+            taken = run.id in self._tasks.values()
+            if run.id not in engine._active and run.id not in self._skipped and not taken:
                 await self._take(run)
 
     async def _take(self, run: RunRecord) -> None:

@@ -17,6 +17,7 @@ from flux.events import EVENT_TYPES
 
 PUBLIC_MODULES = [
     "flux", "flux.testing", "flux.storage", "flux.events", "flux.patterns", "flux.metrics", "flux.observe",
+    "flux.server",
 ]  # fmt: skip
 DEFINING_MODULES = ["flux.events", "flux.patterns", "flux.metrics"]
 """Modules whose ``__all__`` lists every public name they define."""

@@ -168,7 +168,7 @@ class RunHooks:
         engine = self.engine
         stored = await engine.storage.add_signal(parent, wake_signal(run_id), None, engine.clock.now())
         if stored is not None:
-            engine.notify()
+            engine.notify("signal", parent)
 
     async def cancelled(self, driver: RunDriver, error: ErrorInfo) -> None:
         """A run is being cancelled: fail its unfinished visits and cancel its children."""

@@ -8,7 +8,7 @@ from typing import Any
 from flux.engine._positions import flow_resume_point, jumped
 from flux.errors import PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
 from flux.plan import Workflow
-from flux.records import RunRecord, SignalRecord, StepRecord
+from flux.records import RunRecord, StepRecord
 from flux.status import StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -82,7 +82,8 @@ class WorkflowRegistry:
 
 
 def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
-    """What the run's recorded history shows that ``workflow`` does not match."""
+    """What the run's recorded history shows that ``workflow`` does not match: both sides, so
+    a renamed step shows as its old name (ran, not in the plan) and its new one (not in the history)."""
     planned = workflow.step_names
     found: list[str] = []
     recorded: list[str] = []
@@ -93,6 +94,9 @@ def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     for name in recorded:
         if workflow.find(name) is None:
             found.append(f"step {name!r} ran in the run but is not in the plan")
+    for name in planned:
+        if name not in recorded:
+            found.append(f"plan step {name!r} is not in the run's history")
     order = [name for name in recorded if name in planned]
     if order != sorted(order, key=planned.index):
         found.append(f"steps ran in the order {order} but the plan orders them {list(planned)}")
@@ -123,16 +127,13 @@ def open_signals(workflow: Workflow[Any] | None, records: Sequence[StepRecord]) 
     return counts
 
 
-def check_signal(
-    workflow: Workflow[Any], run: RunRecord, signal: str, queued: Sequence[SignalRecord]
-) -> None:
-    """Refuse a signal that no wait of the run will ever take.
-
-    ``queued`` are the run's signals not taken yet.
+def check_signal(workflow: Workflow[Any], run: RunRecord, signal: str) -> int:
+    """Refuse a signal that no wait of the run will ever take; else how many waits may take it
+    (a signal beyond that many queued ones would never be consumed).
 
     Raises:
         UnknownSignalError: no open wait takes ``signal`` (the message lists the names that
-            can be sent), or every such wait already has a signal queued.
+            can be sent).
     """
     open_waits = open_signals(workflow, run.steps)
     if signal not in open_waits:
@@ -140,9 +141,4 @@ def check_signal(
         raise UnknownSignalError(
             f"run {run.id} will never wait for signal {signal!r}; it can take: {names}", run_id=run.id
         )
-    if sum(1 for s in queued if s.name == signal) >= open_waits[signal]:
-        raise UnknownSignalError(
-            f"run {run.id} already holds a signal {signal!r} for each wait that will take one; "
-            "a duplicate would never be consumed",
-            run_id=run.id,
-        )
+    return open_waits[signal]

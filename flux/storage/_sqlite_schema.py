@@ -225,7 +225,10 @@ _TEMPLATES: dict[str, str] = {
         "UPDATE {runs} SET owner = ?, lease_expires_at = ? WHERE id = ? AND (owner IS NULL "
         "OR lease_expires_at IS NULL OR owner = ? OR owner = ? OR lease_expires_at < ?)"
     ),
-    "renew": "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL",
+    "renew": (
+        "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL "
+        "AND id IN ({marks})"
+    ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = ? AND owner = ?",
     # --- signals ---
     "run_status": "SELECT status FROM {runs} WHERE id = ?",
@@ -239,6 +242,7 @@ _TEMPLATES: dict[str, str] = {
         f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} "
         "WHERE run_id = ? AND name = ? AND consumed_by IS NULL ORDER BY id LIMIT 1"
     ),
+    "signals_untaken": "SELECT COUNT(*) FROM {signals} WHERE run_id = ? AND name = ? AND consumed_by IS NULL",
     "signal_take": "UPDATE {signals} SET consumed_by = ? WHERE id = ?",
     "signals_select": f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} WHERE run_id = ? ORDER BY id",
     "signals_delete": "DELETE FROM {signals} WHERE run_id = ?",

@@ -1,16 +1,21 @@
 """``from_url``: one storage URL names a database everywhere (CLI, server, worker, config).
 
 ``sqlite:///relative/flux.db``, ``sqlite:////absolute/flux.db``, ``sqlite:///:memory:`` and a
-bare path (``flux.db``, ``/var/lib/flux.db``) open :class:`SQLiteStorage`. Further schemes
-register a factory in :data:`SCHEMES`.
+bare path (``flux.db``, ``/var/lib/flux.db``) open :class:`SQLiteStorage`;
+``postgresql://user:password@host:5432/database`` (or ``postgres://``) opens
+:class:`PostgresStorage`, whose ``schema`` and ``table_prefix`` may be given as query
+parameters (``postgresql://host/db?schema=jobs&table_prefix=flux_``). Further schemes register
+a factory in :data:`SCHEMES`.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import urllib.parse
 from collections.abc import Callable
 
+from flux.storage.postgres import PostgresStorage
 from flux.storage.protocol import Storage
 from flux.storage.sqlite import SQLiteStorage
 
@@ -31,7 +36,22 @@ def _sqlite(url: str) -> Storage:
     return SQLiteStorage(path)
 
 
-SCHEMES: dict[str, Callable[[str], Storage]] = {"sqlite": _sqlite}
+def _postgres(url: str) -> Storage:
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    options = dict(query)
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k not in ("schema", "table_prefix")])
+    dsn = urllib.parse.urlunsplit(parts._replace(query=rest))
+    return PostgresStorage(
+        dsn, schema=options.get("schema", "public"), table_prefix=options.get("table_prefix", "flux_")
+    )
+
+
+SCHEMES: dict[str, Callable[[str], Storage]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
+}
 """Storage factories by URL scheme; each takes the whole URL."""
 
 

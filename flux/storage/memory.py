@@ -9,11 +9,11 @@ from datetime import datetime
 
 import attrs
 
-from flux.errors import LeaseLostError
+from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
 from flux.records import EMPTY, JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import SHARED, copy_json
 from flux.status import RunStatus
-from flux.storage._common import finished_statuses, paginate
+from flux.storage._common import duplicate_signal, finished_statuses, paginate
 
 
 class _Step:
@@ -119,6 +119,23 @@ class MemoryStorage:
             entry.cancel_requested = _copy_cancel(run.cancel_requested)
         entry.steps = {record.seq: _keep(record) for record in run.steps}
 
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
+            bound = self._keys.get((run.workflow, key))
+            if bound is not None and bound[1] > run.created_at and bound[0] in self._runs:
+                return bound[0]
+        if run.id in self._runs:
+            raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
+        entry = self._runs[run.id] = _Entry(run, next(self._order))
+        entry.steps = {record.seq: _keep(record) for record in run.steps}
+        if key is not None and key_expires_at is not None:
+            self._keys[(run.workflow, key)] = (run.id, key_expires_at)
+        return None
+
     async def load(self, run_id: str) -> RunRecord | None:
         entry = self._runs.get(run_id)
         return None if entry is None else self._assemble(entry)
@@ -186,10 +203,11 @@ class MemoryStorage:
         entry.run = attrs.evolve(entry.run, owner=owner, lease_expires_at=lease_expires_at)
         return self._assemble(entry)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         count = 0
-        for entry in self._runs.values():
-            if entry.run.owner == owner and entry.run.lease_expires_at is not None:
+        for run_id in set(run_ids):
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.run.owner == owner and entry.run.lease_expires_at is not None:
                 entry.run = attrs.evolve(entry.run, lease_expires_at=lease_expires_at)
                 count += 1
         return count
@@ -199,10 +217,16 @@ class MemoryStorage:
         if entry is not None and entry.run.owner == owner:
             entry.run = attrs.evolve(entry.run, owner=None, lease_expires_at=None)
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
         entry = self._runs.get(run_id)
         if entry is None or entry.run.status.finished:
             return None
+        if limit is not None:
+            queued = self._signals.get(run_id, ())
+            if sum(1 for s in queued if s.name == name and s.consumed_by is None) >= limit:
+                raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         signal = SignalRecord(
             id=next(self._signal_ids),
             run_id=run_id,
@@ -272,15 +296,6 @@ class MemoryStorage:
             for e in self._runs.values()
             if e.run.owner == owner and e.cancel_requested and not e.run.status.finished
         ]
-
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        bound = self._keys.get((workflow, key))
-        if bound is not None and bound[1] > now and bound[0] in self._runs:
-            return bound[0]
-        self._keys[(workflow, key)] = (run_id, expires_at)
-        return None
 
     def _assemble(self, entry: _Entry) -> RunRecord:
         steps = tuple(_give(entry.steps[seq]) for seq in sorted(entry.steps))

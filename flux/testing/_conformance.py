@@ -14,6 +14,9 @@ yields an opened, empty backend; pytest collects the inherited tests::
             yield store
             await store.close()
 
+        async def damage(self, storage, run_id):
+            ...  # break one encoded column of the run's row (False: no encoded rows)
+
 The tests are ``async``: run them with pytest-asyncio (``asyncio_mode = "auto"``, or decorate
 the fixture with ``@pytest_asyncio.fixture`` in strict mode).
 """
@@ -31,11 +34,12 @@ from flux.errors import LeaseLostError
 from flux.records import LogLine, RunFilter
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
+from flux.testing._conformance_create import CreateConformance
 from flux.testing._conformance_workers import WorkerConformance
 from flux.testing._factories import NESTED, UNICODE, at, full_run, run_record, step_record
 
 
-class StorageConformance(WorkerConformance):
+class StorageConformance(WorkerConformance, CreateConformance):
     """The storage contract as tests: subclass it and provide a ``storage`` fixture."""
 
     pytestmark = [pytest.mark.asyncio]
@@ -379,17 +383,6 @@ class StorageConformance(WorkerConformance):
         assert first is not None and second is not None
         assert {first.payload, second.payload} == {1, 2}
         assert first.id != second.id
-
-    async def test_concurrent_reservations_of_one_key_bind_one_run(self, storage: Storage) -> None:
-        """Runs stored first, then their key reserved at once: one binds, the rest get its id."""
-        for index in range(5):
-            await storage.save(run_record(f"r{index}", status=RunStatus.PENDING))
-        answers = await asyncio.gather(
-            *(storage.reserve_key("flow", "k", f"r{i}", at(100), at(0)) for i in range(5))
-        )
-        bound = [f"r{i}" for i, answer in enumerate(answers) if answer is None]
-        assert len(bound) == 1
-        assert {answer for answer in answers if answer is not None} == set(bound)
 
     async def test_a_finished_run_leaves_the_cancel_requests(self, storage: Storage) -> None:
         """A run that ends after a request was made is no longer listed for its owner."""
