@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import click
 
-from flux.cli import _drive, _inspect  # noqa: F401  (they register the commands)
+from flux.cli import _check, _drive, _inspect  # noqa: F401  (they register the commands)
 from flux.cli._base import EXIT_FAILED, EXIT_USAGE, cli
 from flux.cli._load import CliError
 from flux.errors import FluxError, StorageError
