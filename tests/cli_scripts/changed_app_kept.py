@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from changed_app import approval
 from flux_app import approval as approval_v1
-from flux_app import held
-from changed_app import approval, fails, greet
+from flux_app import fails, greet, held
 
 workflows = [greet, fails, held, approval_v1, approval]
