@@ -36,7 +36,7 @@ _TYPES = {
     "cancel_requested": "text", "run_id": "text", "seq": "int4", "step": "text",
     "attempts": "int4", "started_at": "int8", "output": "text", "data_set": "text",
     "data_unset": "text", "condition": "bool", "actions": "text", "waiting_for": "text",
-    "logs": "text",
+    "labels": "text", "logs": "text",
 }  # fmt: skip
 
 _FINISHED = "('completed', 'failed', 'rolled_back', 'cancelled')"
@@ -121,8 +121,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
-        "step logs: the lines handlers logged through ctx.log",
-        ("ALTER TABLE {steps} ADD COLUMN logs text",),
+        "run labels and step logs",
+        (
+            "ALTER TABLE {runs} ADD COLUMN labels text",
+            "ALTER TABLE {steps} ADD COLUMN logs text",
+        ),
     ),
 )
 """Every schema version in order; a database records each one it has applied."""
