@@ -298,3 +298,10 @@ async def test_failing_event_assertions_list_what_happened(done: WorkflowTest) -
                          "event 'step_start' (item 1 of", "The events, in order:")  # fmt: skip
     assert "  step_complete (notify)" in message
     fails_with(lambda: done.assert_events([("step_retry", "charge")]), "('step_retry', 'charge')")
+
+
+async def test_an_unknown_event_name_is_refused(done: WorkflowTest) -> None:
+    with pytest.raises(
+        ValueError, match="'step_compelte' is not an event name; use one of: rollback_complete"
+    ):
+        done.assert_events(["step_compelte"])

@@ -7,6 +7,7 @@ import pprint
 from collections.abc import Sequence
 from typing import Any
 
+from flux.events import EVENT_TYPES
 from flux.plan import Workflow
 from flux.records import JSON
 from flux.result import RunResult
@@ -152,7 +153,15 @@ class WorkflowTest:
 
         An item is an event name (``"step_retry"``) or a ``(name, step)`` pair
         (``("step_complete", "charge")``).
+
+        Raises:
+            ValueError: an item names no event (the message lists the names).
         """
+        for item in expected:
+            name = item if isinstance(item, str) else item[0]
+            if name not in EVENT_TYPES:
+                known = ", ".join(sorted(EVENT_TYPES))
+                raise ValueError(f"assert_events: {name!r} is not an event name; use one of: {known}")
         seen = [(event.name, getattr(event, "step", None)) for event in self.events.events]
         position = 0
         for index, item in enumerate(expected):
