@@ -331,3 +331,9 @@ async def test_other_runs_in_the_store_are_left_alone() -> None:
     test.assert_failed(step="decision", error="WaitTimeoutError")
     stored = await storage.load("parked")
     assert stored is not None and stored.status == "suspended"
+
+
+async def test_calls_of_a_step_without_handler_are_refused() -> None:
+    test = await run_workflow(APPROVAL, signals={"approve": {"by": "di"}})
+    with pytest.raises(ValueError, match="'decision' is a wait step: it has no handler"):
+        test.assert_step_called("decision")
