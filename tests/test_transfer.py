@@ -117,7 +117,7 @@ def test_from_url_opens_sqlite_urls_and_bare_paths(url: str, path: str) -> None:
     [
         ("", "empty"),
         ("sqlit:///flux.db", r"unknown storage URL scheme 'sqlit' \(did you mean sqlite://\?\)"),
-        ("mysql://db/x", "use one of: sqlite://"),
+        ("mysql://db/x", "use one of: postgres://, postgresql://, sqlite://"),
         ("sqlite://flux.db", "names no file"),
         ("sqlite:///flux.db?mode=ro", "query string"),
     ],
