@@ -394,3 +394,49 @@ def test_worker_releases_runs_in_flight_on_sigterm_and_another_finishes_them(tmp
     assert second.wait(timeout=60) == 0
     assert sum("resumed at step hold" in line for line in lines) == 3
     assert [r["status"] for r in ndjson(ok(db, "list", "--json"))] == ["completed"] * 3
+
+
+def test_show_lists_the_lines_each_step_logged(seeded: Seeded) -> None:
+    """show: a logs table with each visit's ctx.log lines (cut at 80 characters unless --full);
+    --json carries them in each step record."""
+    run_id = seeded.run_id("greet")
+    lines = [line.split(None, 5) for line in ok(seeded.db, "show", run_id).splitlines()]
+    logged = [(parts[0], parts[1], parts[4], parts[5]) for parts in lines if parts[:2] == ["hello", "#0"]]
+    assert logged == [("hello", "#0", "info", "greeting ann"), ("hello", "#0", "info", "x" * 79 + "…")]
+    assert "x" * 120 in ok(seeded.db, "show", "--full", run_id)
+    document = json.loads(ok(seeded.db, "show", run_id, "--json"))
+    first = document["steps"][0]["logs"][0]
+    assert (first["level"], first["message"]) == ("info", "greeting ann") and first["time"]
+
+
+def test_check_lists_the_runs_a_changed_app_would_strand(seeded: Seeded) -> None:
+    """check: exit 0 when every unfinished run can go on; exit 1 listing each stranded run and
+    what differs; --json gives one object per run; without --app it says what to pass."""
+    done = flux(seeded.db, "check", "--app", "flux_app")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == "ok: every unfinished run can continue on flux_app (approval, fails, greet, held)"
+    )
+
+    approval = seeded.run_id("approval")
+    done = flux(seeded.db, "check", "--app", "changed_app")
+    assert done.returncode == 1
+    [line] = done.stdout.splitlines()
+    assert line.startswith(
+        f"stranded: run {approval} (approval, suspended, fingerprint {_fingerprint(seeded, approval)}): "
+        "step 'approved' ran in the run but is not in the plan; "
+    )
+    assert "1 unfinished run(s) would be stranded by changed_app (approval, fails, greet)" in done.stderr
+
+    [found] = ndjson(ok(seeded.db, "check", "--app", "changed_app", "--json", code=1))
+    assert (found["run_id"], found["status"]) == (approval, "suspended")
+    assert "step 'approved' ran in the run but is not in the plan" in found["differences"]
+
+    assert flux(seeded.db, "check", "--app", "changed_app_kept").returncode == 0
+    missing = flux(seeded.db, "check")
+    assert missing.returncode == 2 and "flux check needs --app MODULE" in missing.stderr
+
+
+def _fingerprint(seeded: Seeded, run_id: str) -> str:
+    return str(json.loads(ok(seeded.db, "show", run_id, "--json"))["fingerprint"])

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import click
 
-from flux.cli import _drive, _inspect, _serve  # noqa: F401  (they register the commands)
+from flux.cli import _check, _drive, _inspect, _serve  # noqa: F401  (they register the commands)
 from flux.cli._base import EXIT_FAILED, EXIT_USAGE, Options, cli, command, with_engine
 from flux.cli._load import CliError, load_workflow
 from flux.errors import FluxError, StorageError

@@ -205,6 +205,8 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
         )  # fmt: skip
 
     parts: list[RenderableType] = [header, timeline]
+    if any(record.logs for record in run.steps):
+        parts.append(_logs(run.steps, full))
     parts.append(_values("data", run.data, full))
     parts.append(_values("outputs", run.outputs, full))
     if signals:
@@ -218,6 +220,24 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
     if not full:
         parts.append(Text("(values cut at 80 characters; --full shows everything)", style="dim"))
     return Group(*parts)
+
+
+_LEVEL_STYLE = {"warning": "yellow", "error": "red", "critical": "red"}
+
+
+def _logs(records: Sequence[StepRecord], full: bool) -> Table:
+    """The ``ctx.log`` lines kept with each visit, in visit order."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="logs", title_justify="left")
+    for name in ("step", "time (UTC)", "level", "message"):
+        table.add_column(name, no_wrap=name != "message")
+    for record in records:
+        for line in record.logs:
+            message = line.message
+            if not full and len(message) > TRUNCATE:
+                message = message[: TRUNCATE - 1] + "…"
+            level = Text(line.level, style=_LEVEL_STYLE.get(line.level, ""))
+            table.add_row(f"{record.step} #{record.seq}", when(line.time), level, message)
+    return table
 
 
 def _values(title: str, values: dict[str, JSON], full: bool) -> RenderableType:
