@@ -9,17 +9,20 @@ newest run, so a restarted worker knows which slots it missed.
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from flux.clock import Clock
+from flux.plan import Workflow
+from flux.result import RunResult
 from flux.schedule import SCHEDULE_LABEL, SLOT_LABEL, Schedule, due_slots
 
-if TYPE_CHECKING:
-    from flux.engine import FluxEngine
-
 logger = logging.getLogger("flux.schedule")
+
+_RECALL = 100  # newest runs read to find where a schedule stands
 
 
 def check_schedules(schedules: Iterable[Schedule]) -> tuple[Schedule, ...]:
@@ -36,10 +39,33 @@ def check_schedules(schedules: Iterable[Schedule]) -> tuple[Schedule, ...]:
     return tuple(result)
 
 
+class SchedulingEngine(Protocol):
+    """What firing schedules needs of an engine (``FluxEngine`` is one)."""
+
+    clock: Clock
+
+    def register(self, workflow: Workflow[Any]) -> Workflow[Any]: ...
+
+    async def start(
+        self,
+        workflow: Workflow[Any],
+        input: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> str: ...
+
+    async def list(
+        self, name: str | None = None, *, limit: int | None = None, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[RunResult]: ...
+
+    async def get(self, run_id: str) -> RunResult: ...
+
+
 class ScheduleRunner:
     """Starts the runs of due cron slots through an engine."""
 
-    def __init__(self, engine: FluxEngine, schedules: Iterable[Schedule]) -> None:
+    def __init__(self, engine: SchedulingEngine, schedules: Iterable[Schedule]) -> None:
         self.engine = engine
         self.schedules = check_schedules(schedules)
         self._last: dict[str, datetime] = {}
@@ -79,13 +105,18 @@ class ScheduleRunner:
         self._last[schedule.name] = now
 
     async def _recall(self, schedule: Schedule, now: datetime) -> datetime:
-        """The slot the schedule last fired (from its newest run), or ``now`` if it never fired."""
-        runs = await self.engine.list(schedule.workflow.name, labels={SCHEDULE_LABEL: schedule.name}, limit=1)
-        if not runs:
+        """The newest slot the schedule fired (from its runs' labels), or ``now`` if it never fired.
+
+        Runs a catch-up started together share a creation time, so the newest few runs are
+        read and the latest slot among them wins.
+        """
+        wanted = {SCHEDULE_LABEL: schedule.name}
+        runs = await self.engine.list(schedule.workflow.name, labels=wanted, limit=_RECALL)
+        fired = [(run.labels[SLOT_LABEL], run.id) for run in runs if SLOT_LABEL in run.labels]
+        if not fired:
             return now
-        self._last_run[schedule.name] = runs[0].id
-        slot = runs[0].labels.get(SLOT_LABEL)
-        return datetime.fromisoformat(slot) if slot else now
+        slot, self._last_run[schedule.name] = max(fired)
+        return datetime.fromisoformat(slot)
 
     async def _busy(self, schedule: Schedule) -> bool:
         run_id = self._last_run.get(schedule.name)

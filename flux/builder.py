@@ -364,6 +364,19 @@ def create_workflow(name: str) -> WorkflowBuilder[Any]:
     return WorkflowBuilder(name=name)
 
 
+def as_workflow(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
+    """``workflow`` built if it is a builder, as it is if it is a :class:`Workflow`.
+
+    Raises:
+        TypeError: it is neither.
+    """
+    if isinstance(workflow, WorkflowBuilder):
+        return workflow.build()
+    if isinstance(workflow, Workflow):
+        return workflow
+    raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
+
+
 def _no_handler(ctx: Any) -> None:
     """Wait and sleep steps have no code of their own."""
 

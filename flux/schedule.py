@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from flux.builder import WorkflowBuilder
+from flux.builder import as_workflow
 from flux.plan import Workflow
 
 CatchUp = Literal["none", "latest", "all"]
@@ -71,14 +71,6 @@ def _check_name(instance: Schedule, attribute: attrs.Attribute[str], value: str)
         raise ValueError(f"a schedule needs a non-empty name, got {value!r}")
 
 
-def _as_plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
-    if isinstance(workflow, WorkflowBuilder):
-        return workflow.build()
-    if isinstance(workflow, Workflow):
-        return workflow
-    raise TypeError(f"Schedule needs a Workflow or a builder from create_workflow(), got {workflow!r}")
-
-
 @attrs.frozen
 class Schedule:
     """Start ``workflow`` at every time ``cron`` names.
@@ -106,7 +98,7 @@ class Schedule:
     """
 
     name: str = attrs.field(validator=_check_name)
-    workflow: Workflow[Any] = attrs.field(converter=_as_plan)
+    workflow: Workflow[Any] = attrs.field(converter=as_workflow)
     cron: str = attrs.field(kw_only=True, validator=_check_cron)
     timezone: str = attrs.field(default="UTC", kw_only=True, validator=_check_timezone)
     input: Any = attrs.field(default=None, kw_only=True)

@@ -60,7 +60,7 @@ def served_bundle(module: Path, tmp_path: Path) -> Iterator[str]:
     """Generate a bundle, start its app.py with uvicorn in a subprocess; yield its base URL."""
     out = bundle(f"{module}:bundled_orders", tmp_path / "service")
     sock = bound_socket()
-    env = {**os.environ, "FLUX_DB": f"sqlite:///{tmp_path / 'service.db'}", "PYTHONPATH": ""}
+    env = {**os.environ, "FLUX_DB": f"sqlite:///{tmp_path / 'service.db'}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--fd", str(sock.fileno()), "--log-level", "warning"],
         cwd=out,

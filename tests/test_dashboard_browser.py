@@ -1,8 +1,9 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-Signs in with the API token, opens the runs list, clicks into a run and finds its steps on
-the timeline, then presses Cancel on a waiting run and sees its status change. Screenshots
-are kept in ``test-artifacts/`` at the repository root.
+Signs in with the API token, opens the runs list (and sees a new run appear in it by itself),
+filters and searches it, clicks into a run and finds its steps on the timeline, then presses
+Cancel on a waiting run and sees its status change. Screenshots are kept in
+``test-artifacts/`` at the repository root.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ async def test_runs_list_run_timeline_and_cancel(browser: Browser, tmp_path: Pat
         await page.wait_for_selector(f"tr[data-run='{shipped.id}']")
         assert await page.locator("#runs tr").count() == 2
         await shot(page, "dashboard-runs.png")
+        another = await engine.execute(shipping, {"order": 2})
+        await page.wait_for_selector(f"tr[data-run='{another.id}']")  # the list refreshes itself
+        assert await page.locator("#runs tr").count() == 3
 
         await page.click("a:text('suspended')")  # the status filter
         await page.wait_for_selector(f"tr[data-run='{waiting.id}']")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from server_support import serving
 
-from flux import FluxEngine, Schedule, StepContext, create_workflow
+from flux import FluxEngine, Schedule, create_workflow
 from flux.schedule import SLOT_LABEL, due_slots
 from flux.server import create_app
 from flux.storage import SQLiteStorage
@@ -33,13 +34,13 @@ def at(minutes: int) -> datetime:
 
 
 class Done:
-    """Counts finished scheduled runs; ``until(n)`` waits for the n-th."""
+    """Counts calls (of a step, or of an event subscriber); ``until(n)`` waits for the n-th."""
 
     def __init__(self) -> None:
         self.count = 0
         self._changed = asyncio.Condition()
 
-    async def step(self, ctx: StepContext[Any]) -> None:
+    async def hit(self, ctx_or_event: object) -> None:
         async with self._changed:
             self.count += 1
             self._changed.notify_all()
@@ -59,8 +60,15 @@ def clock() -> FakeClock:
     return FakeClock(start=START)
 
 
-def engine_on(path: Path, clock: FakeClock) -> FluxEngine:
-    return FluxEngine(storage=SQLiteStorage(path), clock=clock, poll_interval=0.05)
+def engine_on(path: Path, clock: FakeClock, done: Done) -> FluxEngine:
+    """An engine on the shared SQLite file whose finished runs ``done`` counts.
+
+    Tests wait for a run to finish before moving the clock again: jumping minutes while a run
+    is in flight would expire its lease and hand it to the other worker mid-step.
+    """
+    engine = FluxEngine(storage=SQLiteStorage(path), clock=clock, poll_interval=0.05)
+    engine.on("workflow_complete", done.hit)
+    return engine
 
 
 async def slots_of(engine: FluxEngine, schedule: str) -> list[str]:
@@ -145,22 +153,26 @@ def test_bad_names_and_workflows_are_refused() -> None:
 
 
 @pytest.fixture
-async def two_engines(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[FluxEngine, FluxEngine]]:
-    async with engine_on(tmp_path / "flux.db", clock) as one, engine_on(tmp_path / "flux.db", clock) as two:
+async def two_engines(
+    tmp_path: Path, clock: FakeClock, done: Done
+) -> AsyncIterator[tuple[FluxEngine, FluxEngine]]:
+    path = tmp_path / "flux.db"
+    async with engine_on(path, clock, done) as one, engine_on(path, clock, done) as two:
         yield one, two
 
 
 async def test_two_workers_on_one_database_fire_each_of_ten_slots_once(
     two_engines: tuple[FluxEngine, FluxEngine], clock: FakeClock, done: Done
 ) -> None:
-    flow = create_workflow("report").step("send", done.step)
+    calls = Done()
+    flow = create_workflow("report").step("send", calls.hit)
     every = Schedule("report", flow, cron="*/5 * * * *")
     one, two = two_engines
     async with one.worker(schedules=[every]), two.worker(schedules=[every]):
         for slot in range(1, 11):
             await clock.advance(FIVE)
             await done.until(slot)
-    assert done.count == 10
+    assert done.count == 10 and calls.count == 10
     assert await slots_of(one, "report") == [iso(5 * m) for m in range(1, 11)]
     assert len(await two.list()) == 10
 
@@ -170,13 +182,13 @@ async def run_with_gap(
 ) -> list[str]:
     """Fire one slot, stop the worker, let ``gap_minutes`` pass with none running, start a
     new worker (a new process would do the same) and return the fired slots."""
-    flow = create_workflow("report").step("send", done.step)
+    flow = create_workflow("report").step("send", lambda ctx: None)
     every = Schedule("report", flow, cron="*/5 * * * *", catch_up=catch_up)  # type: ignore[arg-type]
-    async with engine_on(path, clock) as engine, engine.worker(schedules=[every]):
+    async with engine_on(path, clock, done) as engine, engine.worker(schedules=[every]):
         await clock.advance(FIVE)
         await done.until(1)
     await clock.advance(timedelta(minutes=gap_minutes))
-    async with engine_on(path, clock) as engine:
+    async with engine_on(path, clock, done) as engine:
         async with engine.worker(schedules=[every]):
             await done.until(expected_runs)
             await clock.advance(timedelta(minutes=5 - clock.now().minute % 5))  # the next slot: on time
@@ -205,9 +217,9 @@ async def test_a_schedule_that_never_fired_missed_nothing(
     tmp_path: Path, clock: FakeClock, done: Done
 ) -> None:
     await clock.advance(timedelta(hours=3))
-    flow = create_workflow("report").step("send", done.step)
+    flow = create_workflow("report").step("send", lambda ctx: None)
     every = Schedule("fresh", flow, cron="*/5 * * * *", catch_up="all")
-    async with engine_on(tmp_path / "flux.db", clock) as engine:
+    async with engine_on(tmp_path / "flux.db", clock, done) as engine:
         async with engine.worker(schedules=[every]):
             await clock.advance(FIVE)
             await done.until(1)
@@ -230,14 +242,16 @@ async def test_overlap_false_skips_slots_while_the_previous_run_is_unfinished(
     tmp_path: Path, clock: FakeClock, done: Done
 ) -> None:
     arrived = Done()
-    flow = create_workflow("sync").step("arrive", arrived.step).wait_for_signal("go").step("send", done.step)
+    flow = (
+        create_workflow("sync").step("arrive", arrived.hit).wait_for_signal("go").step("send", lambda ctx: 1)
+    )
     every = Schedule("sync", flow, cron="*/5 * * * *", overlap=False)
     handler = SkipLog()
     logger = logging.getLogger("flux.schedule")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        async with engine_on(tmp_path / "flux.db", clock) as engine, engine.worker(schedules=[every]):
+        async with engine_on(tmp_path / "flux.db", clock, done) as engine, engine.worker(schedules=[every]):
             await clock.advance(FIVE)
             await arrived.until(1)
             [first] = await engine.list()
@@ -283,15 +297,27 @@ async def test_each_scheduled_run_is_driven_once_on_memory_storage(clock: FakeCl
     # MemoryStorage never yields to the loop: a run the worker took on one pass has not started
     # by the next pass, and must not be taken twice.
     starts: list[str] = []
-    flow = create_workflow("report").step("send", done.step)
-    async with (
-        FluxEngine(clock=clock) as engine,
-        engine.worker(schedules=[Schedule("r", flow, cron="*/5 * * * *")]),
-    ):
-        engine.on("workflow_start", lambda event: starts.append(event.run_id))
+    flow = create_workflow("report").step("send", lambda ctx: None)
+    engine = FluxEngine(clock=clock)
+    engine.on("workflow_complete", done.hit)
+    engine.on("workflow_start", lambda event: starts.append(event.run_id))
+    async with engine, engine.worker(schedules=[Schedule("r", flow, cron="*/5 * * * *")]):
         for slot in range(1, 4):
             await clock.advance(FIVE)
             await done.until(slot)
         runs = await engine.list()
     assert sorted(starts) == sorted(run.id for run in runs)
     assert [run.status for run in runs] == ["completed"] * 3
+
+
+async def test_create_app_fires_its_schedules(tmp_path: Path, clock: FakeClock, done: Done) -> None:
+    flow = create_workflow("report").step("send", lambda ctx: "sent")
+    engine = engine_on(tmp_path / "flux.db", clock, done)
+    app = create_app(engine, schedules=[Schedule("app-report", flow, cron="*/5 * * * *")])
+    async with serving(app) as http:
+        assert [w["name"] for w in (await http.get("/api/workflows")).json()["workflows"]] == ["report"]
+        await clock.advance(FIVE)
+        await done.until(1)
+        runs = (await http.get("/api/runs", params={"label": "flux.schedule:app-report"})).json()["runs"]
+        assert [run["labels"]["flux.slot"] for run in runs] == [iso(5)]
+        assert runs[0]["status"] == "completed"

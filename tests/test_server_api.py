@@ -10,7 +10,6 @@ not fail, and a missing or wrong token.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ class Greeting:
 
 
 def hello(ctx: StepContext[Greeting]) -> str:
+    ctx.log.info("greeting <%s>", ctx.input.name)
     ctx.data["greeted"] = ctx.input.name
     return f"hi {ctx.input.name}"
 
@@ -55,12 +55,31 @@ flaky = create_workflow("flaky").step("first", lambda ctx: 1).step("call", maybe
 
 
 @pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, FluxEngine]]:
     FLAKY["broken"] = True
     engine = FluxEngine(storage=SQLiteStorage(tmp_path / "flux.db"), poll_interval=0.02)
     app = create_app(engine, workflows=[greet, approval, flaky], max_body=4096)
     async with serving(app) as client:
-        yield client
+        yield client, engine
+
+
+@pytest.fixture
+def http(served: tuple[httpx.AsyncClient, FluxEngine]) -> httpx.AsyncClient:
+    """A client of the served app."""
+    return served[0]
+
+
+@pytest.fixture
+def engine(served: tuple[httpx.AsyncClient, FluxEngine]) -> FluxEngine:
+    """The served app's engine (the test's process is the server's)."""
+    return served[1]
+
+
+async def waiting_run(engine: FluxEngine) -> str:
+    """A run of ``approval`` suspended on its signal (``execute`` returns once it waits)."""
+    result = await engine.execute(approval, None)
+    assert result.status == "suspended"
+    return result.id
 
 
 async def start(http: httpx.AsyncClient, workflow: str, body: Any, query: str = "") -> httpx.Response:
@@ -94,6 +113,17 @@ async def test_start_a_run_and_wait_for_its_end(http: httpx.AsyncClient) -> None
     assert fetched.json() == run
 
 
+async def test_step_logs_are_in_the_api_and_on_the_dashboard(http: httpx.AsyncClient) -> None:
+    run = (await start(http, "greet", {"input": {"name": "Ada"}}, "?wait=10")).json()
+    [line] = run["steps"][0]["logs"]
+    assert (line["level"], line["message"]) == ("info", "greeting <Ada>") and line["time"]
+    page = (await http.get(f"/runs/{run['id']}")).text
+    assert "<h2>Logs</h2><table id=run-logs>" in page
+    assert "<td>hello #0</td>" in page and "<td>greeting &lt;Ada&gt;</td>" in page  # escaped
+    waiting = (await start(http, "approval", {}, "?wait=10")).json()
+    assert "run-logs" not in (await http.get(f"/runs/{waiting['id']}")).text  # nothing logged
+
+
 async def test_start_without_wait_answers_at_once_and_a_worker_drives_the_run(
     http: httpx.AsyncClient,
 ) -> None:
@@ -115,7 +145,7 @@ async def test_idempotency_key_returns_the_existing_run_with_200(http: httpx.Asy
     assert len(listed) == 1
 
 
-async def test_list_runs_filters_and_pages_with_a_cursor(http: httpx.AsyncClient) -> None:
+async def test_list_runs_filters_and_pages_with_a_cursor(http: httpx.AsyncClient, engine: FluxEngine) -> None:
     for i in range(5):
         await start(
             http,
@@ -123,7 +153,7 @@ async def test_list_runs_filters_and_pages_with_a_cursor(http: httpx.AsyncClient
             {"input": {"name": f"n{i}"}, "labels": {"batch": "a" if i < 3 else "b"}},
             "?wait=10",
         )
-    waiting = (await start(http, "approval", {"input": None}, "?wait=0.2")).json()
+    waiting = (await http.get(f"/api/runs/{await waiting_run(engine)}")).json()
     assert waiting["status"] == "suspended"
 
     seen: list[str] = []
@@ -149,29 +179,21 @@ async def test_list_runs_filters_and_pages_with_a_cursor(http: httpx.AsyncClient
     assert [run["id"] for run in approvals] == [waiting["id"]]
 
 
-async def test_signal_resumes_a_waiting_run(http: httpx.AsyncClient) -> None:
-    run = (await start(http, "approval", {}, "?wait=0.2")).json()
+async def test_signal_resumes_a_waiting_run(http: httpx.AsyncClient, engine: FluxEngine) -> None:
+    run = (await http.get(f"/api/runs/{await waiting_run(engine)}")).json()
     assert run["status"] == "suspended"
     [*_, waiting] = run["steps"]
     assert waiting["step"] == "approve" and waiting["waiting_for"] == "approved"
     sent = await http.post(f"/api/runs/{run['id']}/signals/approved", json={"by": "ops"})
     assert sent.status_code == 202
-    finished = await wait_for_status(http, run["id"], "completed")
+    await engine.wait_result(run["id"], timeout=10)  # the app's worker resumes it
+    finished = (await http.get(f"/api/runs/{run['id']}")).json()
+    assert finished["status"] == "completed"
     assert finished["outputs"]["finish"] == {"by": "ops"}
 
 
-async def wait_for_status(http: httpx.AsyncClient, run_id: str, status: str) -> dict[str, Any]:
-    """Follow a run through the API until it reaches ``status`` (the worker drives it)."""
-    async with asyncio.timeout(10):
-        while True:
-            run: dict[str, Any] = (await http.get(f"/api/runs/{run_id}")).json()
-            if run["status"] == status:
-                return run
-            await asyncio.sleep(0.02)
-
-
-async def test_cancel_a_waiting_run(http: httpx.AsyncClient) -> None:
-    run = (await start(http, "approval", {}, "?wait=0.2")).json()
+async def test_cancel_a_waiting_run(http: httpx.AsyncClient, engine: FluxEngine) -> None:
+    run = {"id": await waiting_run(engine)}
     cancelled = await http.post(f"/api/runs/{run['id']}/cancel", json={"reason": "not needed"})
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
@@ -199,8 +221,8 @@ async def test_retry_a_failed_step_and_resume(http: httpx.AsyncClient) -> None:
     assert resumed.status_code == 200 and resumed.json()["status"] == "completed"
 
 
-async def test_resume_in_the_background_answers_202(http: httpx.AsyncClient) -> None:
-    run = (await start(http, "approval", {}, "?wait=0.2")).json()
+async def test_resume_in_the_background_answers_202(http: httpx.AsyncClient, engine: FluxEngine) -> None:
+    run = {"id": await waiting_run(engine)}
     resumed = await http.post(f"/api/runs/{run['id']}/resume")
     assert resumed.status_code == 202
     assert resumed.json()["id"] == run["id"]
@@ -284,10 +306,10 @@ async def test_unknown_things_are_404(http: httpx.AsyncClient) -> None:
     assert_error(await http.delete("/api/runs"), 405, "MethodNotAllowed")
 
 
-async def test_conflicts_are_409(http: httpx.AsyncClient) -> None:
+async def test_conflicts_are_409(http: httpx.AsyncClient, engine: FluxEngine) -> None:
     await start(http, "greet", {"input": {"name": "a"}, "run_id": "taken"}, "?wait=10")
     assert_error(await start(http, "greet", {"input": {"name": "b"}, "run_id": "taken"}), 409)
-    waiting = (await start(http, "approval", {}, "?wait=0.2")).json()
+    waiting = {"id": await waiting_run(engine)}
     error = assert_error(await http.post(f"/api/runs/{waiting['id']}/signals/wrong", json=1), 409)
     assert "approved" in error["message"]
     assert_error(await http.post("/api/runs/taken/signals/approved", json=1), 409, "InvalidRunStateError")
@@ -329,12 +351,17 @@ async def test_token_guards_api_and_dashboard(tmp_path: Path) -> None:
 
         page = await http.get("/")
         assert page.status_code == 401 and "API token" in page.text
+        assert (await http.get("/static/flux.css")).status_code == 200  # the login page's style
+        assert (await http.get("/loginx")).status_code == 401
         wrong = await http.post("/login", data={"token": "nope", "next": "/"})
         assert wrong.status_code == 401 and "flux_token" not in wrong.cookies
         login = await http.post("/login", data={"token": "s3cret", "next": "/workflows"})
         assert login.status_code == 303 and login.headers["location"] == "/workflows"
         assert (await http.get("/workflows")).status_code == 200  # the cookie now carries the token
         assert (await http.get("/api/runs")).status_code == 200
+        for elsewhere in ("//evil.example", "/\\evil.example", "https://evil.example"):
+            away = await http.post("/login", data={"token": "s3cret", "next": elsewhere})
+            assert away.headers["location"] == "/"  # no open redirect
 
 
 async def test_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +382,7 @@ def test_create_app_refuses_bad_arguments() -> None:
     engine = FluxEngine()
     with pytest.raises(ValueError, match="max_body"):
         create_app(engine, max_body=0)
-    with pytest.raises(TypeError, match="workflows must be"):
+    with pytest.raises(TypeError, match="expected a Workflow or a builder"):
         create_app(engine, workflows=["greet"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="webhooks must be"):
         create_app(engine, webhooks=[greet])  # type: ignore[list-item]

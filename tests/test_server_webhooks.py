@@ -113,6 +113,8 @@ async def test_custom_header_secret_and_idempotency_key(http: httpx.AsyncClient)
     assert same_id.json()["id"] == first.json()["id"] != new_id.json()["id"]
     default_header = await deliver(http, b'{"order": 3}', path="/hooks/custom", secret=b"other")
     assert default_header.status_code == 401
+    no_id = await deliver(http, b'{"order": 4}', **sign)  # type: ignore[arg-type]
+    assert no_id.status_code == 400 and "idempotency key" in no_id.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,7 @@ async def test_bad_signatures_are_401_and_store_nothing(
     assert await runs(http) == []
 
 
-@pytest.mark.parametrize("age", [301, 3600, -301])
+@pytest.mark.parametrize("age", [302, 3600, -305])  # a whole second of slack: t is rounded down
 async def test_replayed_deliveries_outside_the_tolerance_are_401(http: httpx.AsyncClient, age: int) -> None:
     body = b'{"order": 1}'
     response = await deliver(http, body, stamp=int(time.time()) - age)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from flux._duration import to_count, to_seconds, to_timedelta
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.clock import Clock, SystemClock
 from flux.engine import _logs
 from flux.engine._children import CURRENT_ENGINE, RunHooks
@@ -188,7 +188,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     def register(self, workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
         """Make a workflow version known, so stored runs of it can be resumed here."""
-        plan = _as_plan(workflow)
+        plan = as_workflow(workflow)
         self._registry.add(plan)
         return plan
 
@@ -435,14 +435,6 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")
-
-
-def _as_plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
-    if isinstance(workflow, WorkflowBuilder):
-        return workflow.build()
-    if isinstance(workflow, Workflow):
-        return workflow
-    raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
 
 
 def _check_validators(plan: Workflow[Any], typed: Any) -> None:

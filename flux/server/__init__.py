@@ -17,13 +17,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from flux.server._app import DEFAULT_MAX_BODY, create_app
 from flux.server._bundle import bundle, workflow_app
-from flux.server._serve import load_app, serve
+from flux.server._serve import check_bind, load_app, serve
 from flux.server._webhooks import Webhook, webhook_signature
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "Webhook",
     "bundle",
+    "check_bind",
     "create_app",
     "load_app",
     "serve",

@@ -208,7 +208,12 @@ class FluxApi:
         body = await read_body(request, self.max_body)
         hook.verify(request.headers.get(hook.signature_header), body, self.engine.clock.now())
         payload = parse_json(body, request.headers.get("content-type", ""))
-        key = hook.idempotency(body, request.headers)
+        try:
+            key = hook.idempotency(body, request.headers)
+        except Exception as exc:
+            raise ApiError(
+                400, "BadRequest", f"webhook {name!r} cannot derive this delivery's idempotency key: {exc!r}"
+            ) from None
         run_id = uuid.uuid4().hex
         started = await self.engine.start(
             hook.workflow, payload, run_id=run_id, idempotency_key=key, labels={"flux.webhook": name}

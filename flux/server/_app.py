@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from flux._scheduler import check_schedules
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.engine import FluxEngine
 from flux.plan import Workflow
 from flux.schedule import Schedule
@@ -29,17 +29,6 @@ DEFAULT_MAX_BODY = 1024 * 1024
 """The largest request body accepted by default (1 MiB); bigger ones get 413."""
 
 TOKEN_ENV = "FLUX_API_TOKEN"
-
-
-def _plans(items: Iterable[Workflow[Any] | WorkflowBuilder[Any]]) -> list[Workflow[Any]]:
-    plans = []
-    for item in items:
-        if isinstance(item, WorkflowBuilder):
-            item = item.build()
-        if not isinstance(item, Workflow):
-            raise TypeError(f"workflows must be Workflows or builders from create_workflow(), got {item!r}")
-        plans.append(item)
-    return plans
 
 
 def create_app(
@@ -84,7 +73,11 @@ def create_app(
     for hook in hooks:
         if not isinstance(hook, Webhook):
             raise TypeError(f"webhooks must be flux.server.Webhook objects, got {hook!r}")
-    served = _plans(workflows) + [h.workflow for h in hooks] + [s.workflow for s in schedule_list]
+    served = (
+        [as_workflow(w) for w in workflows]
+        + [h.workflow for h in hooks]
+        + [s.workflow for s in schedule_list]
+    )
     for plan in served:
         engine.register(plan)
     secret = token if token is not None else os.environ.get(TOKEN_ENV) or None

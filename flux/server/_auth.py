@@ -15,7 +15,8 @@ from http.cookies import SimpleCookie
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 COOKIE = "flux_token"
-_OPEN_PREFIXES = ("/hooks/", "/login")
+_OPEN_PREFIXES = ("/hooks/", "/static/")  # webhooks prove themselves; the login page needs its style
+_OPEN_PATHS = frozenset({"/login"})
 
 
 def token_matches(given: str | None, token: str) -> bool:
@@ -49,7 +50,7 @@ class TokenAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.startswith(_OPEN_PREFIXES):
+        if scope["type"] != "http" or path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         received = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}

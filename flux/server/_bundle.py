@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.engine import FluxEngine
 from flux.plan import Workflow
 from flux.server._api import guarded
@@ -35,7 +35,7 @@ def workflow_app(
     input) answers with the finished run; the API and dashboard of :func:`create_app`
     (which takes ``options``) are served beside it.
     """
-    plan = workflow.build() if isinstance(workflow, WorkflowBuilder) else workflow
+    plan = as_workflow(workflow)
     app = create_app(engine, workflows=[plan], **options)
     max_body = int(options.get("max_body", DEFAULT_MAX_BODY))
 
@@ -54,12 +54,13 @@ def _find(target: str) -> tuple[str, str, Workflow[Any]]:
     if not sep or not module or not attribute:
         raise ValueError(f"bundle target {target!r}: write MODULE:WORKFLOW, e.g. orders:order_flow")
     loaded = import_target(module)
-    found = getattr(loaded, attribute, None)
-    if isinstance(found, WorkflowBuilder):
-        found = found.build()
-    if not isinstance(found, Workflow):
-        raise ValueError(f"{module}.{attribute} is {found!r}, not a workflow made with create_workflow()")
-    return loaded.__name__, attribute, found
+    found: Any = getattr(loaded, attribute, None)
+    try:
+        return loaded.__name__, attribute, as_workflow(found)
+    except TypeError:
+        raise ValueError(
+            f"{module}.{attribute} is {found!r}, not a workflow made with create_workflow()"
+        ) from None
 
 
 def bundle(target: str, out: str | Path, *, postgres: bool = False) -> Path:

@@ -24,7 +24,7 @@ from flux.server._api import FluxApi
 from flux.server._assets import CSS, JS
 from flux.server._auth import COOKIE, token_matches
 from flux.server._http import ApiError, read_body
-from flux.server._timeline import timeline_html
+from flux.server._timeline import logs_html, timeline_html
 from flux.status import RunStatus
 
 _LIST_LIMIT = 100
@@ -44,7 +44,7 @@ def page(title: str, body: str) -> str:
 
 def login_page(path: str) -> str:
     """The form that asks for the API token, then returns to ``path``."""
-    target = path if path.startswith("/") and not path.startswith("//") else "/"
+    target = local_path(path)
     return page(
         "Sign in",
         "<h1>API token</h1><p class=muted>This server needs its API token once; the browser keeps it "
@@ -53,6 +53,13 @@ def login_page(path: str) -> str:
         "<input type=password name=token autofocus placeholder='token' aria-label='API token'> "
         "<button type=submit>Sign in</button></form>",
     )
+
+
+def local_path(path: str) -> str:
+    """``path`` if it stays on this server (``/runs/1``), else ``/``: no open redirects."""
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/"
 
 
 def _status(value: str) -> str:
@@ -82,7 +89,7 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         form = dict(_form_fields(await read_body(request, self.api.max_body)))
         target = form.get("next", "/")
-        target = target if target.startswith("/") and not target.startswith("//") else "/"
+        target = local_path(target)
         given = form.get("token", "")
         if self.token is not None and not token_matches(given, self.token):
             return HTMLResponse(
@@ -190,6 +197,7 @@ def _run_detail(run: RunResult, plan: Workflow[Any] | None, now: datetime) -> st
     return (
         f"<span data-live-state={live}></span>{meta}{_actions(run, plan)}"
         f"<h2>Timeline</h2>{timeline_html(run.history, run.created_at, run.finished_at or now)}"
+        f"{logs_html(run.history)}"
         f"{'<h2>Plan</h2>' + _plan_html(plan, {r.step: r.status.value for r in run.history}) if plan else ''}"
         f"<h2>Data</h2><pre id=run-data>{escape(_pretty(run.data))}</pre>"
         f"<h2>Outputs</h2><pre id=run-outputs>{escape(_pretty(run.outputs))}</pre>"

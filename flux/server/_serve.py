@@ -88,20 +88,24 @@ def load_app(
     ``FLUX_DB`` environment variable, else ``sqlite:///flux.db``).
 
     Raises:
-        ValueError: the module cannot be imported, or has neither ``app`` nor any of
-            ``engine``, ``workflows``, ``webhooks`` or ``schedules``.
+        ValueError: the module cannot be imported; has neither ``app`` nor any of ``engine``,
+            ``workflows``, ``webhooks`` or ``schedules``; or ``db`` is given for a module
+            that makes its own app or engine (whose storage it already chose).
     """
     loaded = import_target(module)
     app = getattr(loaded, "app", None)
+    if db is not None and (app is not None or hasattr(loaded, "engine")):
+        raise ValueError(
+            f"module {module!r} makes its own {'app' if app is not None else 'engine'}, which chose its "
+            "storage; drop --db (or let the module read FLUX_DB)"
+        )
     if app is not None:
         if not isinstance(app, Starlette):
             raise ValueError(f"{module}.app is {app!r}, not an app made by flux.server.create_app")
         return app
-    parts: dict[str, Any] = {
-        name: getattr(loaded, name)
-        for name in ("workflows", "webhooks", "schedules")
-        if hasattr(loaded, name)
-    }
+    # Schedules fire in a worker: without one here, `flux worker --app MODULE` fires them.
+    fields = ("workflows", "webhooks", "schedules") if worker else ("workflows", "webhooks")
+    parts: dict[str, Any] = {name: getattr(loaded, name) for name in fields if hasattr(loaded, name)}
     engine = getattr(loaded, "engine", None)
     if engine is None and not parts:
         raise ValueError(

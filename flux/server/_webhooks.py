@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from flux.builder import WorkflowBuilder
+from flux.builder import as_workflow
 from flux.plan import Workflow
 from flux.server._http import ApiError
 
@@ -29,14 +29,6 @@ IdempotencyKey = Callable[[bytes, Mapping[str, str]], str]
 def body_sha256(body: bytes, headers: Mapping[str, str]) -> str:
     """The default idempotency key: the hex SHA-256 of the raw body."""
     return hashlib.sha256(body).hexdigest()
-
-
-def _as_plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
-    if isinstance(workflow, WorkflowBuilder):
-        return workflow.build()
-    if isinstance(workflow, Workflow):
-        return workflow
-    raise TypeError(f"Webhook needs a Workflow or a builder from create_workflow(), got {workflow!r}")
 
 
 def _as_secret(value: str | bytes) -> bytes:
@@ -85,7 +77,7 @@ class Webhook:
     """
 
     name: str
-    workflow: Workflow[Any] = attrs.field(converter=_as_plan)
+    workflow: Workflow[Any] = attrs.field(converter=as_workflow)
     secret: bytes = attrs.field(kw_only=True, converter=_as_secret, repr=False)
     signature_header: str = attrs.field(default="X-Flux-Signature", kw_only=True)
     tolerance: float = attrs.field(default=300.0, kw_only=True, validator=_check_tolerance)

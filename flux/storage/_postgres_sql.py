@@ -127,6 +127,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
         "run labels and step logs",
+        # labels: a JSON object as text (NULL: none); list filters with labels::jsonb @> $5::jsonb.
         (
             "ALTER TABLE {runs} ADD COLUMN labels text",
             "ALTER TABLE {steps} ADD COLUMN logs text",
