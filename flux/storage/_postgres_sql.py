@@ -127,7 +127,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
         "run labels and step logs",
-        # labels: a JSON object as text (NULL: none); list filters with labels::jsonb @> $5::jsonb.
+        # labels: a JSON object as text (NULL: none); list filters on migration 3's jsonb copy.
         (
             "ALTER TABLE {runs} ADD COLUMN labels text",
             "ALTER TABLE {steps} ADD COLUMN logs text",
