@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def instructions(name: str, runs: int) -> int:
             "--runs",
             str(runs),
         ]
-        subprocess.run(command, check=True, capture_output=True)
+        env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every count
+        subprocess.run(command, check=True, capture_output=True, env=env)
         for line in out.read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
@@ -123,6 +125,9 @@ def per_step(name: str, runs: int) -> float:
 
 
 def report(names: list[str], runs: int) -> dict[str, float]:
+    """Count and print instructions per step of each workload (and the SQLite ratio)."""
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind")
     counts: dict[str, float] = {}
     print(f"instructions per step (callgrind; {runs} vs {3 * runs} runs of {STEPS} async steps)")
     for name in names:
@@ -148,8 +153,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.workload is not None:
         run_workload(args.workload, args.runs)
-    elif shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed: apt-get install valgrind")
     elif unknown := sorted(set(args.names) - set(WORKLOADS)):
         sys.exit(f"unknown workload {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     else:

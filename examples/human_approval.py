@@ -60,6 +60,8 @@ expense_flow = (
     .step("tell", tell)
 )
 
+workflows = [expense_flow]  # what `flux --app examples.human_approval` knows
+
 REPORTS = [
     {"employee": "ada", "amount": 1200},
     {"employee": "linus", "amount": 900},

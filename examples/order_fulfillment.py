@@ -99,6 +99,8 @@ order_flow = (
 )
 
 
+workflows = [order_flow]  # what `flux --app examples.order_fulfillment` knows
+
 def on_start(event: StepStart) -> None:
     print(f"  -> {event.step} (attempt {event.attempt})")
 

@@ -117,6 +117,7 @@ class Recovery(list[RunResult]):
         super().__init__(resumed)
         self.failures: dict[str, Exception] = dict(failures)
 
+
 def _short(run_id: str) -> str:
     """A run id cut to its first characters for a one-line display (the full id is in ``.id``)."""
     return run_id if len(run_id) <= 12 else f"{run_id[:4]}…"

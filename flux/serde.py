@@ -24,8 +24,26 @@ from flux.errors import InvalidInputError, SerializationError
 T = TypeVar("T")
 JSON = Any
 
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _loads = json.loads
+
+
+def _make_dumps() -> Callable[[JSON], str]:
+    """Compact JSON encoding. ``JSONEncoder.encode`` builds a new C encoder for every call,
+    which costs as much as encoding a small value: build one once and keep it. Without
+    ``markers`` it does not look for cycles (a cycle raises RecursionError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - Pythons without the C accelerator
+        return _ENCODER.encode
+    encode = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+    def dumps(value: JSON) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
 
 
 def a_or_an(noun: str) -> str:
@@ -34,7 +52,12 @@ def a_or_an(noun: str) -> str:
 
 
 def dumps(value: JSON) -> str:
-    """Encode ``value`` as compact JSON text (raises ``TypeError``/``ValueError`` if impossible)."""
+    """Encode ``value`` as compact JSON text.
+
+    Raises:
+        TypeError, ValueError: ``value`` holds something JSON cannot encode (or NaN/infinity).
+        RecursionError: ``value`` contains itself (or is nested too deeply).
+    """
     return _dumps(value)
 
 
@@ -57,11 +80,12 @@ def copy_json(value: JSON) -> JSON:
     if kind in SHARED:
         return value
     if kind is dict:
-        copy = {}
-        for key, item in value.items():
+        copy = value.copy()  # then replace what is not shared (same size: safe while iterating)
+        for key, item in copy.items():
             if type(key) is not str:
                 return _loads(_dumps(value))
-            copy[key] = item if type(item) in SHARED else copy_json(item)
+            if type(item) not in SHARED:
+                copy[key] = copy_json(item)
         return copy
     if kind is list:
         return [item if type(item) in SHARED else copy_json(item) for item in value]

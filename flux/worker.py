@@ -139,7 +139,12 @@ class Worker:
             return
         engine = self.engine
         now = engine.clock.now()
-        candidates = await engine.storage.due(now, capacity)
+        # Runs that other workers claimed a moment ago are still due until their first
+        # checkpoint: look further than the capacity and leave those to their claimers, so
+        # that workers started together do not all queue for the same few runs.
+        candidates = [
+            run for run in await engine.storage.due(now, 4 * capacity) if not _held(run, engine.owner, now)
+        ]
         for run in await engine.storage.orphans(now, host_name(), capacity):
             if run.owner != engine.owner and _abandoned(run, now):
                 candidates.append(run)
@@ -202,6 +207,13 @@ def _still_wanted(run: RunRecord, now: datetime) -> bool:
     if run.status in (RunStatus.PENDING, RunStatus.SUSPENDED):
         return run.wake_at is not None and run.wake_at <= now
     return False
+
+
+def _held(run: RunRecord, owner: str, now: datetime) -> bool:
+    """Whether another live owner holds ``run`` with a lease that has not expired."""
+    if run.owner is None or run.owner == owner or run.lease_expires_at is None:
+        return False
+    return run.lease_expires_at >= now and not owner_is_dead(run.owner)
 
 
 def _abandoned(run: RunRecord, now: datetime) -> bool:

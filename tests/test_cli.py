@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -20,8 +21,10 @@ from typing import Any
 
 import attrs
 import pytest
+from click.testing import CliRunner
 
 from flux import FluxEngine
+from flux.cli import cli
 from flux.storage import SQLiteStorage
 
 FLUX = Path(sys.executable).with_name("flux")
@@ -87,7 +90,7 @@ def test_run_shows_each_step_and_exits_by_status(seeded: Seeded) -> None:
 
     assert seeded.approval.returncode == 3
     assert "⏸ approved waiting for signal 'approved'" in seeded.approval.stdout
-    assert "suspended (waits for signal 'approved'): flux signal " in seeded.approval.stdout
+    assert "it waits for signal 'approved': flux signal " in seeded.approval.stdout
     assert seeded.greet.stderr == seeded.fails.stderr == seeded.approval.stderr == ""
 
 
@@ -169,8 +172,11 @@ def test_retry_and_replay(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"charge": "charged", "ship": "shipped"}
 
-    replayed = json.loads(ok(db, "--app", "flux_app", "replay", failed, "--json"))
+    replay = flux(db, "--app", "flux_app", "replay", failed, "--json", "-vv")
+    replayed = json.loads(replay.stdout)
     assert replayed["id"] != failed and replayed["status"] == "completed"
+    # -vv: the engine's DEBUG lines, one per checkpoint, on stderr
+    assert f"DEBUG flux.engine: run {replayed['id']} checkpoint: " in replay.stderr
     assert len(ndjson(ok(db, "list", "--json"))) == 2
 
 
@@ -184,9 +190,11 @@ def test_graph_prints_mermaid_or_json(seeded: Seeded) -> None:
 
 def test_prune_deletes_finished_runs_only(tmp_path: Path) -> None:
     """prune --older-than deletes runs finished longer ago, of --status if given; never a
-    suspended run."""
+    suspended run. (A reused --key returns the run it started instead of a second one.)"""
     db = tmp_path / "flux.db"
-    ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}')
+    first = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    again = ok(db, "run", "flux_app:greet", "--input", '{"name": "x"}', "--key", "order-1")
+    assert again.startswith("(the idempotency key returned run ") and first.splitlines()[-1] in again
     ok(db, "run", "flux_app:fails", code=1)
     ok(db, "run", "flux_app:approval", code=3)
     assert ok(db, "prune", "--older-than", "7d") == "deleted 0 run(s) finished 7d+ ago\n"
@@ -294,18 +302,46 @@ def test_bad_runs_and_steps_in_an_existing_database(seeded: Seeded) -> None:
 
 
 def test_help_of_every_command_has_an_example_and_python_m_flux_works(seeded: Seeded) -> None:
-    """`flux COMMAND --help` shows an example for every command; `python -m flux` is the same CLI."""
+    """`flux --help` lists every command and `flux COMMAND --help` shows an example for each;
+    `python -m flux` is the same CLI."""
     commands = ["run", "list", "show", "resume", "retry", "replay", "signal", "cancel", "worker", "graph",
                 "prune", "export", "import"]  # fmt: skip
     listed = ok(seeded.db, "--help")
+    runner = CliRunner()  # the same commands in-process: fifteen fewer interpreters to start
     for name in commands:
         assert f"  {name} " in listed
-        assert "Example: flux " in ok(seeded.db, name, "--help"), name
+        shown = runner.invoke(cli, [name, "--help"])
+        assert shown.exit_code == 0 and "Example: flux " in shown.output, name
     module = subprocess.run(
         [sys.executable, "-m", "flux", "list", "--json", "--db", str(seeded.db)],
         capture_output=True, text=True, env=_env(seeded.db), check=True,
     )  # fmt: skip
     assert len(ndjson(module.stdout)) == 3
+
+
+def test_run_on_a_terminal_shows_a_live_view(tmp_path: Path) -> None:
+    """On a terminal (a pty here) `flux run` draws the steps live, in colour."""
+    db = tmp_path / "flux.db"
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [str(FLUX), "run", "flux_app:greet", "--input", '{"name": "ann"}'],
+        cwd=tmp_path, env=_env(db), stdin=child, stdout=child, stderr=child,
+    )  # fmt: skip
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the pty closes when the process ends
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    text = output.decode()
+    assert "\x1b[" in text and "✓ " in text and "hello" in text and "shout" in text
+    assert "completed" in text
 
 
 def _read_until(proc: subprocess.Popen[str], needle: str, count: int) -> list[str]:
@@ -358,3 +394,49 @@ def test_worker_releases_runs_in_flight_on_sigterm_and_another_finishes_them(tmp
     assert second.wait(timeout=60) == 0
     assert sum("resumed at step hold" in line for line in lines) == 3
     assert [r["status"] for r in ndjson(ok(db, "list", "--json"))] == ["completed"] * 3
+
+
+def test_show_lists_the_lines_each_step_logged(seeded: Seeded) -> None:
+    """show: a logs table with each visit's ctx.log lines (cut at 80 characters unless --full);
+    --json carries them in each step record."""
+    run_id = seeded.run_id("greet")
+    lines = [line.split(None, 5) for line in ok(seeded.db, "show", run_id).splitlines()]
+    logged = [(parts[0], parts[1], parts[4], parts[5]) for parts in lines if parts[:2] == ["hello", "#0"]]
+    assert logged == [("hello", "#0", "info", "greeting ann"), ("hello", "#0", "info", "x" * 79 + "…")]
+    assert "x" * 120 in ok(seeded.db, "show", "--full", run_id)
+    document = json.loads(ok(seeded.db, "show", run_id, "--json"))
+    first = document["steps"][0]["logs"][0]
+    assert (first["level"], first["message"]) == ("info", "greeting ann") and first["time"]
+
+
+def test_check_lists_the_runs_a_changed_app_would_strand(seeded: Seeded) -> None:
+    """check: exit 0 when every unfinished run can go on; exit 1 listing each stranded run and
+    what differs; --json gives one object per run; without --app it says what to pass."""
+    done = flux(seeded.db, "check", "--app", "flux_app")
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == "ok: every unfinished run can continue on flux_app (approval, fails, greet, held)"
+    )
+
+    approval = seeded.run_id("approval")
+    done = flux(seeded.db, "check", "--app", "changed_app")
+    assert done.returncode == 1
+    [line] = done.stdout.splitlines()
+    assert line.startswith(
+        f"stranded: run {approval} (approval, suspended, fingerprint {_fingerprint(seeded, approval)}): "
+        "step 'approved' ran in the run but is not in the plan; "
+    )
+    assert "1 unfinished run(s) would be stranded by changed_app (approval, fails, greet)" in done.stderr
+
+    [found] = ndjson(ok(seeded.db, "check", "--app", "changed_app", "--json", code=1))
+    assert (found["run_id"], found["status"]) == (approval, "suspended")
+    assert "step 'approved' ran in the run but is not in the plan" in found["differences"]
+
+    assert flux(seeded.db, "check", "--app", "changed_app_kept").returncode == 0
+    missing = flux(seeded.db, "check")
+    assert missing.returncode == 2 and "flux check needs --app MODULE" in missing.stderr
+
+
+def _fingerprint(seeded: Seeded, run_id: str) -> str:
+    return str(json.loads(ok(seeded.db, "show", run_id, "--json"))["fingerprint"])

@@ -63,7 +63,7 @@ def python_blocks(page: Path) -> list[Block]:
             continue
         indent, fence, language = len(opening.group(1)), opening.group(2), opening.group(3).lower()
         end = index + 1
-        while end < len(lines) and not lines[end].lstrip(" ").startswith(fence):
+        while end < len(lines) and not _closes(lines[end], fence):
             end += 1
         if language in PYTHON_FENCES:
             above = lines[index - 1].strip() if index else ""
@@ -71,6 +71,13 @@ def python_blocks(page: Path) -> list[Block]:
             blocks.append(Block(page=page, line=index + 1, code=code, fragment=above == FRAGMENT))
         index = end + 1
     return blocks
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a block opened by ``fence`` (as in CommonMark: the same character, at
+    least as many, nothing else on the line; "``` text" does not close a block)."""
+    bare = line.strip(" ")
+    return bare.startswith(fence) and bare == fence[0] * len(bare)
 
 
 BLOCKS = [block for page in PAGES for block in python_blocks(page)]
@@ -137,7 +144,8 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
     page.write_text(
         "<!-- fragment -->\n```python\nawait go()\n```\n\n<!-- fragment -->\n\n```python\nx = 1\n```\n"
         "```text\nnot python\n```\n````python\n```\nstill = 'inside'\n````\n"
-        "- a list item:\n\n  <!-- fragment -->\n  ```python\n  if True:\n      await it()\n  ```\n",
+        "- a list item:\n\n  <!-- fragment -->\n  ```python\n  if True:\n      await it()\n  ```\n"
+        "```python\nx = 2\n``` text after a fence does not close it\ny = 3\n```\n",
         encoding="utf-8",
     )
     found = [(block.line, block.fragment, block.code) for block in python_blocks(page)]
@@ -146,26 +154,33 @@ def test_a_fragment_mark_is_only_seen_just_above_the_fence(tmp_path: Path) -> No
         (8, False, "x = 1\n"),
         (14, False, "```\nstill = 'inside'\n"),
         (21, True, "if True:\n    await it()\n"),
+        (25, False, "x = 2\n``` text after a fence does not close it\ny = 3\n"),
     ]
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 def test_block_runs_as_written(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code = compile_block(block)
+    try:
+        code = compile_block(block)
+    except SyntaxError as exc:
+        raise AssertionError(
+            f"{block.name}: not valid Python ({exc.msg}, line {exc.lineno}). A block that uses top-level "
+            f"await is a fragment: put {FRAGMENT} on the line just above its fence; a signature or a "
+            "transcript takes another fence (```text, ```pycon)."
+        ) from exc
     if block.fragment:
         return  # compiled is all a fragment promises
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FLUX_DB", raising=False)
     try:
         run_as_main(code)
-    except SyntaxError:
-        raise
-    except BaseException as exc:
-        hint = (
+    except SystemExit as exc:
+        assert exc.code in (None, 0), f"{block.name}: the block exited with {exc.code!r}"
+    except Exception as exc:
+        raise AssertionError(
             f"{block.name}: this block raised {type(exc).__name__}: {exc}\n"
             f"Make it a complete program, or put {FRAGMENT} on the line just above its fence."
-        )
-        raise AssertionError(hint) from exc
+        ) from exc
 
 
 def anchors(markdown: str) -> set[str]:

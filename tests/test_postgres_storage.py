@@ -15,6 +15,7 @@ from postgres_support import drop_schema, new_schema, postgres_dsn, schema_stora
 from flux import FluxEngine, RunStatus, StepContext, create_workflow
 from flux.errors import SchemaVersionError, StorageError
 from flux.storage import PostgresStorage, from_url
+from flux.storage._postgres_sql import MIGRATIONS
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ async def test_several_processes_opening_at_once_migrate_once() -> None:
             versions = await conn.fetch(f'SELECT version FROM "{schema}".flux_schema')
         finally:
             await conn.close()
-        assert [row[0] for row in versions] == [1]
+        assert [row[0] for row in versions] == [m.version for m in MIGRATIONS]  # each once
     finally:
         for store in stores:
             await store.close()
@@ -140,11 +141,12 @@ async def test_runs_complete_when_the_engines_connections_are_terminated_mid_run
         calls[(ctx.run_id, ctx.step)] += 1
         admin = await asyncpg.connect(postgres_dsn())
         try:
-            terminated += await admin.fetchval(
+            killed = await admin.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
                 pg.application_name,
             )
+            terminated += killed
         finally:
             await admin.close()
         return ctx.step

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from flux import RetryPolicy, StepContext, create_workflow
+from flux import FluxEngine, MemoryStorage, RetryPolicy, StepContext, create_workflow
 from flux.storage import SQLiteStorage
 from flux.testing import FakeClock, WorkflowTest, run_workflow, run_workflow_sync
 
@@ -298,3 +298,42 @@ async def test_failing_event_assertions_list_what_happened(done: WorkflowTest) -
                          "event 'step_start' (item 1 of", "The events, in order:")  # fmt: skip
     assert "  step_complete (notify)" in message
     fails_with(lambda: done.assert_events([("step_retry", "charge")]), "('step_retry', 'charge')")
+
+
+async def test_an_unknown_event_name_is_refused(done: WorkflowTest) -> None:
+    with pytest.raises(
+        ValueError, match="'step_compelte' is not an event name; use one of: rollback_complete"
+    ):
+        done.assert_events(["step_compelte"])
+
+
+async def test_a_child_run_gets_its_signal_and_its_timer_too() -> None:
+    child = (
+        create_workflow("review")
+        .sleep("cool-off", 86_400)
+        .wait_for_signal("verdict", signal="reviewed")
+        .step("report", lambda ctx: ctx.outputs["verdict"])
+    )
+    flow = create_workflow("submit").child("review", child).step("after", lambda ctx: ctx.outputs["review"])
+    test = await run_workflow(flow, signals={"reviewed": "accepted"})
+    test.assert_completed()
+    assert test.result.outputs["after"]["outputs"]["report"] == "accepted"  # the child's result
+    assert test.result.duration == 86_400
+
+
+async def test_other_runs_in_the_store_are_left_alone() -> None:
+    storage = MemoryStorage()
+    other = create_workflow("other").sleep("nap", 3600).step("a", lambda ctx: 1)
+    async with FluxEngine(storage, clock=FakeClock()) as engine:
+        parked = await engine.execute(other, run_id="parked")
+    assert parked.status == "suspended"
+    test = await run_workflow(APPROVAL, storage=storage)  # its clock passes the parked run's due time
+    test.assert_failed(step="decision", error="WaitTimeoutError")
+    stored = await storage.load("parked")
+    assert stored is not None and stored.status == "suspended"
+
+
+async def test_calls_of_a_step_without_handler_are_refused() -> None:
+    test = await run_workflow(APPROVAL, signals={"approve": {"by": "di"}})
+    with pytest.raises(ValueError, match="'decision' is a wait step: it has no handler"):
+        test.assert_step_called("decision")

@@ -30,6 +30,7 @@ class Greeting:
 
 
 def hello(ctx: StepContext[Greeting]) -> str:
+    ctx.log.info("greeting <%s>", ctx.input.name)
     ctx.data["greeted"] = ctx.input.name
     return f"hi {ctx.input.name}"
 
@@ -110,6 +111,17 @@ async def test_start_a_run_and_wait_for_its_end(http: httpx.AsyncClient) -> None
     fetched = await http.get(f"/api/runs/{run['id']}")
     assert fetched.status_code == 200
     assert fetched.json() == run
+
+
+async def test_step_logs_are_in_the_api_and_on_the_dashboard(http: httpx.AsyncClient) -> None:
+    run = (await start(http, "greet", {"input": {"name": "Ada"}}, "?wait=10")).json()
+    [line] = run["steps"][0]["logs"]
+    assert (line["level"], line["message"]) == ("info", "greeting <Ada>") and line["time"]
+    page = (await http.get(f"/runs/{run['id']}")).text
+    assert "<h2>Logs</h2><table id=run-logs>" in page
+    assert "<td>hello #0</td>" in page and "<td>greeting &lt;Ada&gt;</td>" in page  # escaped
+    waiting = (await start(http, "approval", {}, "?wait=10")).json()
+    assert "run-logs" not in (await http.get(f"/runs/{waiting['id']}")).text  # nothing logged
 
 
 async def test_start_without_wait_answers_at_once_and_a_worker_drives_the_run(

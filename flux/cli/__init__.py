@@ -3,6 +3,13 @@
 ``flux --help`` lists the commands; ``flux COMMAND --help`` explains one with an example. The
 command is a thin layer over the engine's public API. ``main`` is the console script's entry
 point (``python -m flux`` calls it too).
+
+A new subcommand takes the common options (``--db``, ``--app``, ``-v``, before or after its
+name) through :func:`command`; its function gets the merged :class:`Options` first::
+
+    @command(short_help="Say hello.", epilog="Example: flux hello")
+    def hello(opts: Options) -> None:
+        click.echo(f"hello from {opts.url}")
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ from collections.abc import Sequence
 
 import click
 
-from flux.cli import _drive, _inspect, _serve  # noqa: F401  (they register the commands)
-from flux.cli._base import EXIT_FAILED, EXIT_USAGE, cli
-from flux.cli._load import CliError
+from flux.cli import _check, _drive, _inspect, _serve  # noqa: F401  (they register the commands)
+from flux.cli._base import EXIT_FAILED, EXIT_USAGE, Options, cli, command, with_engine
+from flux.cli._load import CliError, load_workflow
 from flux.errors import FluxError, StorageError
 
-__all__ = ["cli", "main"]
+__all__ = ["CliError", "Options", "cli", "command", "load_workflow", "main", "with_engine"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

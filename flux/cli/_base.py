@@ -42,6 +42,7 @@ class Options:
     verbose: int = 0
 
     def merged(self, db: str | None, app: str | None, verbose: int) -> Options:
+        """These options with a subcommand's own: a value given there wins, ``-v`` adds up."""
         return Options(db=db or self.db, app=app or self.app, verbose=self.verbose + verbose)
 
     @property

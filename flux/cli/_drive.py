@@ -48,14 +48,24 @@ async def _watch(engine: FluxEngine, as_json: bool, drive: Callable[[], Awaitabl
             result = await drive()
     else:
         result = await drive()
+    if not result.created:
+        out.print(f"(the idempotency key returned run {result.id}, started before)")
     out.print(result_line(result))
     if result.status == "suspended":
-        waiting = [r for r in result.history if r.status == "suspended"]
-        hint = (
-            f" (waits for signal {waiting[-1].waiting_for!r})" if waiting and waiting[-1].waiting_for else ""
-        )
-        out.print(f"suspended{hint}: flux signal {result.id} NAME, then flux resume {result.id} or a worker")
+        out.print(_next_steps(result))
     return result
+
+
+def _next_steps(result: RunResult) -> str:
+    """What to do about a suspended run: the signal it waits for, and how to continue it."""
+    waiting = [r for r in result.history if r.status == "suspended"]
+    signal = waiting[-1].waiting_for if waiting else None
+    if signal is None:
+        return "it waits (a timer or a child run); a worker continues it: flux worker --app MODULE"
+    return (
+        f"it waits for signal {signal!r}: flux signal {result.id} {signal} --payload JSON, "
+        f"then flux resume {result.id} (or let a worker continue it)"
+    )
 
 
 def _finish(result: RunResult) -> None:
@@ -63,8 +73,9 @@ def _finish(result: RunResult) -> None:
 
 
 @command(
+    short_help="Run a workflow with a live view of its steps.",
     epilog='Example: flux run examples.order_fulfillment:order_flow --input \'{"order_id": "A-1"}\'\n\n'
-    + _EXIT_CODES
+    + _EXIT_CODES,
 )
 @click.argument("workflow", metavar="MODULE:WF")
 @click.option("--input", "input_", metavar="JSON|@FILE", help="The run's input as JSON, or @file.json.")
@@ -120,7 +131,10 @@ def _step_of(opts: Options, run: RunRecord, step: str) -> str | int:
     raise CliError(f"workflow {run.workflow!r} has no step {step!r}{hint}")
 
 
-@command(epilog=f"Example: flux --app myapp resume 3f2a9c0d... --from-step charge\n\n{_EXIT_CODES}")
+@command(
+    short_help="Continue a stopped run.",
+    epilog=f"Example: flux --app myapp resume 3f2a9c0d... --from-step charge\n\n{_EXIT_CODES}",
+)
 @click.argument("run_id", metavar="RUN")
 @click.option(
     "--from-step", metavar="STEP", help="Run again from this step (name or index), whatever the run's state."
@@ -136,7 +150,10 @@ def resume(opts: Options, run_id: str, from_step: str | None, as_json: bool) -> 
     _continue(opts, run_id, as_json, op)
 
 
-@command(epilog=f"Example: flux --app myapp retry 3f2a9c0d... charge\n\n{_EXIT_CODES}")
+@command(
+    short_help="Continue a failed run from a step.",
+    epilog=f"Example: flux --app myapp retry 3f2a9c0d... charge\n\n{_EXIT_CODES}",
+)
 @click.argument("run_id", metavar="RUN")
 @click.argument("step", metavar="STEP")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
@@ -149,7 +166,10 @@ def retry(opts: Options, run_id: str, step: str, as_json: bool) -> None:
     _continue(opts, run_id, as_json, op)
 
 
-@command(epilog=f"Example: flux --app myapp replay 3f2a9c0d...\n\n{_EXIT_CODES}")
+@command(
+    short_help="Execute a finished run again as a new run.",
+    epilog=f"Example: flux --app myapp replay 3f2a9c0d...\n\n{_EXIT_CODES}",
+)
 @click.argument("run_id", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print the new run's result as one JSON document.")
 def replay(opts: Options, run_id: str, as_json: bool) -> None:
@@ -162,7 +182,10 @@ def replay(opts: Options, run_id: str, as_json: bool) -> None:
     _continue(opts, run_id, as_json, op)
 
 
-@command(epilog="""Example: flux signal 3f2a9c0d... approved --payload '{"by": "ann"}'""")
+@command(
+    short_help="Deliver a signal to a run.",
+    epilog="""Example: flux signal 3f2a9c0d... approved --payload '{"by": "ann"}'""",
+)
 @click.argument("run_id", metavar="RUN")
 @click.argument("name", metavar="NAME")
 @click.option("--payload", metavar="JSON|@FILE", help="The signal's payload (JSON, or @file.json).")
@@ -184,7 +207,10 @@ def signal(opts: Options, run_id: str, name: str, payload: str | None, as_json: 
         )
 
 
-@command(epilog='Example: flux --app myapp cancel 3f2a9c0d... --reason "customer asked" --compensate')
+@command(
+    short_help="Cancel a run.",
+    epilog='Example: flux --app myapp cancel 3f2a9c0d... --reason "customer asked" --compensate',
+)
 @click.argument("run_id", metavar="RUN")
 @click.option("--reason", metavar="TEXT", help="Why (stored with the run).")
 @click.option("--compensate", is_flag=True, help="Compensate completed steps first.")
@@ -194,7 +220,7 @@ def cancel(opts: Options, run_id: str, reason: str | None, compensate: bool, as_
 
     async def body(engine: FluxEngine) -> RunResult:
         run = await find_run(engine, run_id)
-        if not run.status.finished and run.owner is None:
+        if not run.status.finished and run.lease_expires_at is None:  # nobody drives it: we do
             need_plan(opts, run)
         return await engine.cancel(run.id, reason, compensate=compensate)
 
@@ -205,7 +231,10 @@ def cancel(opts: Options, run_id: str, reason: str | None, compensate: bool, as_
         console().print(result_line(result))
 
 
-@command(epilog="Example: flux worker --app myapp --concurrency 4  (stop with Ctrl-C or SIGTERM)")
+@command(
+    short_help="Drive pending, due and orphaned runs.",
+    epilog="Example: flux worker --app myapp --concurrency 4  (stop with Ctrl-C or SIGTERM)",
+)
 @click.option(
     "--concurrency", default=10, show_default=True, type=click.IntRange(min=1), help="Runs driven at once."
 )

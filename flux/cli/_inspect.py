@@ -34,6 +34,7 @@ def parse_age(text: str) -> timedelta:
 
 
 @command(
+    short_help="List runs, newest first.",
     name="list",
     epilog="Example: flux list --status failed --label tenant=acme --limit 5",
 )
@@ -74,7 +75,10 @@ def list_runs(
     with_engine(opts, body)
 
 
-@command(epilog="Example: flux show 3f2a9c0d... --full")
+@command(
+    short_help="Show one run: header, step timeline, data, outputs.",
+    epilog="Example: flux show 3f2a9c0d... --full",
+)
 @click.argument("run_id", metavar="RUN")
 @click.option("--full", is_flag=True, help="Print data, outputs and errors whole (not cut at 80 characters).")
 @click.option(
@@ -94,7 +98,10 @@ def show(opts: Options, run_id: str, full: bool, as_json: bool) -> None:
     with_engine(opts, body)
 
 
-@command(epilog="Example: flux graph examples.order_fulfillment:order_flow --format json")
+@command(
+    short_help="Print a workflow's plan (Mermaid or JSON).",
+    epilog="Example: flux graph examples.order_fulfillment:order_flow --format json",
+)
 @click.argument("workflow", metavar="MODULE:WF")
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "json"]), default="mermaid", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
@@ -104,7 +111,10 @@ def graph(opts: Options, workflow: str, fmt: str, as_json: bool) -> None:
     click.echo(dump(plan.describe()) if as_json or fmt == "json" else plan.to_mermaid())
 
 
-@command(epilog="Example: flux prune --older-than 7d --status completed --status cancelled")
+@command(
+    short_help="Delete old finished runs.",
+    epilog="Example: flux prune --older-than 7d --status completed --status cancelled",
+)
 @click.option("--older-than", "age", required=True, metavar="DURATION", help="e.g. 7d, 12h, 1h30m, 90s.")
 @click.option(
     "--status",
@@ -128,7 +138,11 @@ def prune(opts: Options, age: str, statuses: tuple[str, ...], as_json: bool) -> 
     )
 
 
-@command(name="export", epilog="Example: flux export 3f2a9c0d... > run.json")
+@command(
+    short_help="Print a run as one JSON document.",
+    name="export",
+    epilog="Example: flux export 3f2a9c0d... > run.json",
+)
 @click.argument("run_id", metavar="RUN")
 def export(opts: Options, run_id: str) -> None:
     """Print a run as one JSON document (header, every step record, signals) for flux import."""
@@ -140,7 +154,11 @@ def export(opts: Options, run_id: str) -> None:
     click.echo(dump(with_engine(opts, body)))
 
 
-@command(name="import", epilog="Example: flux --db sqlite:///other.db import run.json")
+@command(
+    short_help="Store a run written by flux export.",
+    name="import",
+    epilog="Example: flux --db sqlite:///other.db import run.json",
+)
 @click.argument("path", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True, help="Print the imported run's summary as JSON.")
 def import_(opts: Options, path: str, as_json: bool) -> None:

@@ -36,7 +36,7 @@ def console(stream: Any = None) -> Console:
     """A console on stdout (or ``stream``); wide when not a terminal, so lines never wrap."""
     stream = stream or sys.stdout
     width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
-    return Console(file=stream, width=width, soft_wrap=False, highlight=False)
+    return Console(file=stream, width=width, soft_wrap=True, highlight=False)
 
 
 def emit(out: Console, renderable: RenderableType) -> None:
@@ -153,16 +153,20 @@ def dump(value: JSON) -> str:
 
 
 def runs_table(runs: Sequence[RunRecord]) -> Table:
-    """``flux list``: one row per run."""
+    """``flux list``: one row per run (a labels column when some run has labels)."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("id", "workflow", "status", "created (UTC)", "duration", "step", "labels"):
+    columns = ["id", "workflow", "status", "created (UTC)", "duration", "step"]
+    labelled = any(run.labels for run in runs)
+    for name in [*columns, "labels"] if labelled else columns:
         table.add_column(name, no_wrap=True)
     for run in runs:
-        labels = " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))
-        table.add_row(
+        row: list[RenderableType] = [
             run.id, run.workflow, styled(run.status.value), when(run.created_at), seconds(run.duration),
-            current_step(run), labels,
-        )  # fmt: skip
+            current_step(run),
+        ]  # fmt: skip
+        if labelled:
+            row.append(" ".join(f"{k}={v}" for k, v in sorted(run.labels.items())))
+        table.add_row(*row)
     return table
 
 
@@ -201,6 +205,8 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
         )  # fmt: skip
 
     parts: list[RenderableType] = [header, timeline]
+    if any(record.logs for record in run.steps):
+        parts.append(_logs(run.steps, full))
     parts.append(_values("data", run.data, full))
     parts.append(_values("outputs", run.outputs, full))
     if signals:
@@ -214,6 +220,24 @@ def run_view(run: RunRecord, signals: Sequence[SignalRecord], full: bool) -> Ren
     if not full:
         parts.append(Text("(values cut at 80 characters; --full shows everything)", style="dim"))
     return Group(*parts)
+
+
+_LEVEL_STYLE = {"warning": "yellow", "error": "red", "critical": "red"}
+
+
+def _logs(records: Sequence[StepRecord], full: bool) -> Table:
+    """The ``ctx.log`` lines kept with each visit, in visit order."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="logs", title_justify="left")
+    for name in ("step", "time (UTC)", "level", "message"):
+        table.add_column(name, no_wrap=name != "message")
+    for record in records:
+        for line in record.logs:
+            message = line.message
+            if not full and len(message) > TRUNCATE:
+                message = message[: TRUNCATE - 1] + "…"
+            level = Text(line.level, style=_LEVEL_STYLE.get(line.level, ""))
+            table.add_row(f"{record.step} #{record.seq}", when(line.time), level, message)
+    return table
 
 
 def _values(title: str, values: dict[str, JSON], full: bool) -> RenderableType:

@@ -119,7 +119,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._finished: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
-        if waker is None and isinstance(self.storage, WakerSource):
+        # The class, not the instance, must offer waker(): a wrapper that forwards any
+        # attribute (a test's storage proxy) is no waker source.
+        if waker is None and isinstance(self.storage, WakerSource) and hasattr(type(self.storage), "waker"):
             waker = self.storage.waker()
         self.waker = waker
         self._heartbeat: asyncio.Task[None] | None = None

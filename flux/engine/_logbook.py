@@ -18,6 +18,8 @@ import attrs
 from flux.records import LogLine, StepRecord
 
 _NOTE = "[flux: {} more lines not kept; at most {} lines are kept per step]"
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+_RECORD_FIELDS = tuple(field.name for field in attrs.fields(StepRecord) if field.name != "logs")
 _NOTE_COUNT = re.compile(r"^\[flux: (\d+) more lines not kept")
 
 
@@ -68,9 +70,8 @@ class LogBook:
             if len(encoded) > limits.line_bytes:
                 kept = encoded[: limits.line_bytes].decode("utf-8", "ignore")
                 message = f"{kept}… [flux: cut, {len(encoded)} bytes in all]"
-            name = logging.getLevelName(level)
-            level_name = name.lower() if isinstance(name, str) else str(level)
-            lines.append(LogLine(level=level_name, time=self._now(), message=message))
+            name = _LEVELS.get(level) or str(logging.getLevelName(level)).lower()
+            lines.append(LogLine(level=name, time=self._now(), message=message))
         self._kept.pop(seq, None)
 
     def attach(self, record: StepRecord) -> StepRecord:
@@ -86,4 +87,7 @@ class LogBook:
                 note = _NOTE.format(dropped, self._limits.lines)
                 kept += (LogLine(level="warning", time=self._now(), message=note),)
             self._kept[seq] = kept
-        return record if record.logs is kept else attrs.evolve(record, logs=kept)
+        if record.logs is kept:
+            return record
+        # Cheaper than attrs.evolve on the hot path of a step that logs.
+        return StepRecord(**{name: getattr(record, name) for name in _RECORD_FIELDS}, logs=kept)

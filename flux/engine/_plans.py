@@ -83,7 +83,8 @@ class WorkflowRegistry:
 
 def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     """What the run's recorded history shows that ``workflow`` does not match: both sides, so
-    a renamed step shows as its old name (ran, not in the plan) and its new one (not in the history)."""
+    a renamed step shows as its old name (ran, not in the plan) and its new one (not in the
+    history). Plan steps beyond where the run has been are not differences."""
     planned = workflow.step_names
     found: list[str] = []
     recorded: list[str] = []
@@ -94,9 +95,10 @@ def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     for name in recorded:
         if workflow.find(name) is None:
             found.append(f"step {name!r} ran in the run but is not in the plan")
-    for name in planned:
-        if name not in recorded:
-            found.append(f"plan step {name!r} is not in the run's history")
+    if found:  # steps gone from the plan: show what stands where the run has been instead
+        for name in planned[: len(recorded) + 1]:
+            if name not in recorded:
+                found.append(f"plan step {name!r} is not in the run's history")
     order = [name for name in recorded if name in planned]
     if order != sorted(order, key=planned.index):
         found.append(f"steps ran in the order {order} but the plan orders them {list(planned)}")

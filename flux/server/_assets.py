@@ -51,6 +51,8 @@ button:hover { border-color:var(--accent); }
 .plan .node.st-completed { border-color:#2f9e44; } .plan .node.st-failed { border-color:#e03131; }
 .plan .node.st-suspended { border-color:#f08c00; } .plan .node.st-running { border-color:#1971c2; }
 pre { background:#fff; border:1px solid var(--line); padding:.7rem; overflow:auto; max-height:20rem; }
+#run-logs td { font-family:ui-monospace, monospace; font-size:.82rem; vertical-align:top; }
+#run-logs .log-warning td { color:#e67700; } #run-logs .log-error td { color:#c92a2a; }
 .muted { color:var(--muted); }
 .notice { padding:.5rem .8rem; background:#fff3bf; border:1px solid #ffe066; margin-bottom:1rem; }
 """

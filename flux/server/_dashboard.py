@@ -24,7 +24,7 @@ from flux.server._api import FluxApi
 from flux.server._assets import CSS, JS
 from flux.server._auth import COOKIE, token_matches
 from flux.server._http import ApiError, read_body
-from flux.server._timeline import timeline_html
+from flux.server._timeline import logs_html, timeline_html
 from flux.status import RunStatus
 
 _LIST_LIMIT = 100
@@ -197,6 +197,7 @@ def _run_detail(run: RunResult, plan: Workflow[Any] | None, now: datetime) -> st
     return (
         f"<span data-live-state={live}></span>{meta}{_actions(run, plan)}"
         f"<h2>Timeline</h2>{timeline_html(run.history, run.created_at, run.finished_at or now)}"
+        f"{logs_html(run.history)}"
         f"{'<h2>Plan</h2>' + _plan_html(plan, {r.step: r.status.value for r in run.history}) if plan else ''}"
         f"<h2>Data</h2><pre id=run-data>{escape(_pretty(run.data))}</pre>"
         f"<h2>Outputs</h2><pre id=run-outputs>{escape(_pretty(run.outputs))}</pre>"

@@ -151,6 +151,7 @@ def step_json(record: StepRecord) -> dict[str, Any]:
         "waiting_for": record.waiting_for,
         "error": error_json(record.error),
         "output": record.output,
+        "logs": [line.to_json() for line in record.logs],
     }
 
 

@@ -170,6 +170,18 @@ def _schemas() -> dict[str, Any]:
             "waiting_for": {"type": ["string", "null"]},
             "error": error_info,
             "output": {},
+            "logs": {
+                "type": "array",
+                "description": "The lines the step's handler logged with ctx.log.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "level": {"type": "string"},
+                        "time": {"type": "string", "format": "date-time"},
+                        "message": {"type": "string"},
+                    },
+                },
+            },
         },
     }
     return {

@@ -40,6 +40,20 @@ def timeline_html(records: Sequence[StepRecord], start: datetime | None, end: da
     return f"<div class=timeline id=timeline>{''.join(rows)}{axis}</div>"
 
 
+def logs_html(records: Sequence[StepRecord]) -> str:
+    """The ``ctx.log`` lines kept with each visit, as one table (empty when none were kept)."""
+    rows = [
+        f"<tr class='log-{escape(line.level, quote=True)}'><td>{escape(record.step)} #{record.seq}</td>"
+        f"<td>{line.time:%H:%M:%S}</td><td>{escape(line.level)}</td><td>{escape(line.message)}</td></tr>"
+        for record in records
+        for line in record.logs
+    ]
+    if not rows:
+        return ""
+    head = "<tr><th>Step</th><th>Time</th><th>Level</th><th>Message</th></tr>"
+    return f"<h2>Logs</h2><table id=run-logs>{head}{''.join(rows)}</table>"
+
+
 def _info(record: StepRecord) -> str:
     parts = [record.status.value.replace("_", " ")]
     if record.attempts > 1:

@@ -68,7 +68,20 @@ def is_lost(exc: BaseException) -> bool:
         | asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization: try again
     ):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # asyncpg's state after the server cut a connection it still thought usable: the pool
+        # drops that connection on release, and the retry gets a new one.
+        return True
     return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release: usually nothing to send. flux leaves no session state
+    behind (its locks are transaction-scoped, its LISTEN has a connection of its own), and
+    asyncpg's default reset costs a round trip per call. Only a transaction left open (a call
+    cut short) is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) -> Any:
@@ -88,6 +101,7 @@ async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) ->
             max_size=max_size,
             timeout=10,
             server_settings={"application_name": name[:63]},  # pg_stat_activity shows it
+            reset=_keep_session,
         )
     except asyncpg.InvalidCatalogNameError as exc:
         hint = "create it (createdb, or CREATE DATABASE) or fix the database name in the DSN"
@@ -109,6 +123,11 @@ async def open_pool(dsn: str | None, min_size: int, max_size: int, name: str) ->
         ) from None
 
 
+async def connect(dsn: str | None, name: str) -> Any:
+    """One connection outside any pool, named ``name`` like the pool's."""
+    return await driver().connect(dsn, timeout=10, server_settings={"application_name": name[:63]})
+
+
 async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
     """``await call()``, retried with backoff for up to :data:`RECONNECT_FOR` seconds while the
     connection is lost; other database errors become :class:`StorageError`."""
@@ -119,7 +138,17 @@ async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await call()
-        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except UnicodeEncodeError as exc:  # a lone surrogate got past the JSON check
+            raise StorageError(
+                f"a value holds a str PostgreSQL cannot store ({exc}); flux stores valid Unicode text only"
+            ) from None
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+        ) as exc:
             if not is_lost(exc):
                 raise StorageError(f"{where} failed: {exc}") from exc
             if loop.time() >= deadline:

@@ -3,8 +3,10 @@
 Table names come only from a validated ``schema`` and ``table_prefix`` (letters, digits,
 underscore), always double-quoted; every value travels as a ``$n`` parameter. Rows use the same
 column order and encoding as SQLite's (``flux.storage._sqlite_rows``): datetimes are integer
-microseconds since the Unix epoch (UTC), JSON values compact text. ``cancel_requested`` is the
-only JSON that flux queries (is it set and not empty), and it compares as text.
+microseconds since the Unix epoch (UTC), JSON values compact text (exact, and text holds any
+string). ``list`` filters on labels, so a generated ``jsonb`` copy of them, ``label_index``,
+answers ``@>`` through a GIN index (jsonb holds no NUL character: there it becomes U+FFFD, in
+the filter as well). ``cancel_requested`` is only compared whole (set and not empty), as text.
 
 To change the schema, append a :class:`~flux.storage._sqlite_schema.Migration` to
 :data:`MIGRATIONS` (never edit an applied one) and give new columns a type in ``_TYPES``.
@@ -40,6 +42,9 @@ _TYPES = {
 }  # fmt: skip
 
 _FINISHED = "('completed', 'failed', 'rolled_back', 'cancelled')"
+# Labels (JSON text) as jsonb, whose strings cannot hold NUL: JSON writes it as the escape
+# \u0000, which becomes \ufffd here.
+_LABEL_INDEX = "replace(labels, '\\u0000', '\\ufffd')::jsonb"
 _WAKING = "status IN ('pending', 'suspended') AND wake_at IS NOT NULL"
 
 
@@ -122,9 +127,47 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
         "run labels and step logs",
+        # labels: a JSON object as text (NULL: none); list filters on migration 3's jsonb copy.
         (
             "ALTER TABLE {runs} ADD COLUMN labels text",
             "ALTER TABLE {steps} ADD COLUMN logs text",
+        ),
+    ),
+    Migration(
+        3,
+        "labels queried through a generated jsonb copy; signals refused past a limit",
+        (
+            f"ALTER TABLE {{runs}} ADD COLUMN label_index jsonb GENERATED ALWAYS AS ({_LABEL_INDEX}) STORED",
+            "CREATE INDEX {p}runs_labels ON {runs} USING gin (label_index jsonb_path_ops)",
+            # A function, so that the count of untaken signals is read after the run's row
+            # lock is granted (each statement of a function sees what committed before it):
+            # of concurrent signals past the limit, only the allowed number is stored.
+            # Returns the new signal's id; NULL: the run is unknown or finished; -1: the limit.
+            f"""CREATE FUNCTION {{add_signal}}(p_run text, p_name text, p_payload text,
+                p_at bigint, p_limit integer) RETURNS bigint LANGUAGE plpgsql AS $$
+            DECLARE
+                found_status text;
+                untaken integer;
+                new_id bigint;
+            BEGIN
+                SELECT status INTO found_status FROM {{runs}} WHERE id = p_run FOR UPDATE;
+                IF found_status IS NULL OR found_status IN {_FINISHED} THEN
+                    RETURN NULL;
+                END IF;
+                IF p_limit IS NOT NULL THEN
+                    SELECT count(*) INTO untaken FROM {{signals}}
+                        WHERE run_id = p_run AND name = p_name AND consumed_by IS NULL;
+                    IF untaken >= p_limit THEN
+                        RETURN -1;
+                    END IF;
+                END IF;
+                INSERT INTO {{signals}} (run_id, name, payload, created_at)
+                    VALUES (p_run, p_name, p_payload, p_at) RETURNING id INTO new_id;
+                IF found_status = 'suspended' THEN
+                    UPDATE {{runs}} SET wake_at = p_at WHERE id = p_run;
+                END IF;
+                RETURN new_id;
+            END $$""",
         ),
     ),
 )
@@ -147,6 +190,16 @@ def _sets(columns: tuple[str, ...]) -> str:
 
 
 _RUNS, _STEPS = len(RUN_COLUMNS), len(STEP_COLUMNS)
+ONE_STEPS = 2
+"""Step records a one-run checkpoint carries as plain parameters (more go as arrays)."""
+
+
+def _step_slot(before: int) -> str:
+    """One step record's parameters, from ``$before + 1``; no row when its run_id is NULL."""
+    values = ", ".join(f"${before + i + 1}::{_TYPES[c]}" for i, c in enumerate(STEP_COLUMNS))
+    return f"SELECT {values} FROM written WHERE ${before + 1}::text IS NOT NULL"
+
+
 _CHECKPOINT_SETS = ", ".join(
     "input = COALESCE(excluded.input, r.input)" if c == "input" else f"{c} = excluded.{c}"
     for c in CHECKPOINT_COLUMNS
@@ -179,6 +232,19 @@ _TEMPLATES: dict[str, str] = {
         f"steps AS ({_STEPS_UPSERT.replace('{step_arrays}', _arrays(STEP_COLUMNS, _RUNS + 1))}) "
         "SELECT id FROM written"
     ),
+    # The same for one run and at most ONE_STEPS step records, as plain parameters (the run's
+    # columns, then each step's, all NULL for a missing one): half the work of arrays, and the
+    # common case (a step's end and the next one's start are checkpointed together).
+    "checkpoint_one": (
+        f"WITH written AS (INSERT INTO {{runs}} AS r ({_cols(RUN_COLUMNS)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(_RUNS))}) "
+        f"ON CONFLICT (id) DO UPDATE SET {_CHECKPOINT_SETS} "
+        "WHERE r.owner = excluded.owner OR excluded.owner IS NULL RETURNING r.id), "
+        f"steps AS (INSERT INTO {{steps}} AS s ({{step_cols}}) "
+        + " UNION ALL ".join(_step_slot(_RUNS + slot * _STEPS) for slot in range(ONE_STEPS))
+        + f" ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) "
+        "SELECT id FROM written"
+    ),
     "owners": "SELECT id, owner FROM {runs} WHERE id = ANY($1::text[])",
     # Parameters: the run's columns, then its step rows as arrays; old step records go.
     "save": (
@@ -196,12 +262,42 @@ _TEMPLATES: dict[str, str] = {
         "k AS (DELETE FROM {keys} WHERE run_id = $1) "
         "SELECT count(*) FROM gone"
     ),
-    # Parameters: workflow or NULL, statuses or NULL, limit or NULL, offset.
+    # Parameters: workflow or NULL, statuses or NULL, labels (a JSON object) or NULL, limit or
+    # NULL, offset.
     "list": (
         f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE ($1::text IS NULL OR workflow = $1) "
         "AND ($2::text[] IS NULL OR status = ANY($2::text[])) "
-        "ORDER BY created_at DESC, pos DESC LIMIT $3 OFFSET $4"
+        f"AND ($3::text IS NULL OR label_index @> {_LABEL_INDEX.replace('labels', '$3::text')}) "
+        "ORDER BY created_at DESC, pos DESC LIMIT $4 OFFSET $5"
     ),
+    # Parameters: the run's columns, then its step rows as arrays. Insert-only: returns the id
+    # when stored, nothing when the id is taken.
+    "create": (
+        f"WITH written AS (INSERT INTO {{runs}} ({_cols(RUN_COLUMNS)}) "
+        f"VALUES ({', '.join(f'${i + 1}' for i in range(_RUNS))}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id), "
+        f"steps AS ({_STEPS_UPSERT.replace('{step_arrays}', _arrays(STEP_COLUMNS, _RUNS + 1))}) "
+        "SELECT id FROM written"
+    ),
+    # The same, binding an idempotency key (workflow, key, expiry: the three parameters after
+    # the step arrays) to the new run, unless it is bound to a stored run unexpired at the
+    # run's created_at: then that run's id comes back as ``bound`` and nothing is written.
+    # Callers hold the key's advisory lock ("key_lock"), so concurrent creates see each other.
+    "create_keyed": (
+        f"WITH bound AS (SELECT k.run_id FROM {{keys}} AS k JOIN {{runs}} AS r ON r.id = k.run_id "
+        f"WHERE k.workflow = ${_RUNS + _STEPS + 1} AND k.key = ${_RUNS + _STEPS + 2} "
+        "AND k.expires_at > $6), "
+        f"written AS (INSERT INTO {{runs}} ({_cols(RUN_COLUMNS)}) "
+        f"SELECT {', '.join(f'${i + 1}::{_TYPES[c]}' for i, c in enumerate(RUN_COLUMNS))} "
+        "WHERE NOT EXISTS (SELECT 1 FROM bound) ON CONFLICT (id) DO NOTHING RETURNING id), "
+        f"steps AS ({_STEPS_UPSERT.replace('{step_arrays}', _arrays(STEP_COLUMNS, _RUNS + 1))}), "
+        f"bind AS (INSERT INTO {{keys}} (workflow, key, run_id, expires_at) "
+        f"SELECT ${_RUNS + _STEPS + 1}, ${_RUNS + _STEPS + 2}, id, ${_RUNS + _STEPS + 3} FROM written "
+        "ON CONFLICT (workflow, key) DO UPDATE SET run_id = excluded.run_id, "
+        "expires_at = excluded.expires_at) "
+        "SELECT (SELECT run_id FROM bound) AS bound, (SELECT id FROM written) AS created"
+    ),
+    "key_lock": "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
     "prune": (
         "WITH gone AS (DELETE FROM {runs} WHERE status = ANY($1::text[]) "
         "AND COALESCE(finished_at, updated_at) < $2 RETURNING id), "
@@ -223,19 +319,14 @@ _TEMPLATES: dict[str, str] = {
         f"FOR UPDATE SKIP LOCKED) UPDATE {{runs}} AS r SET owner = $1, lease_expires_at = $2 "
         f"FROM free WHERE r.id = free.id RETURNING {_cols(RUN_COLUMNS, 'r.')}"
     ),
-    "renew": "UPDATE {runs} SET lease_expires_at = $1 WHERE owner = $2 AND lease_expires_at IS NOT NULL",
+    "renew": (
+        "UPDATE {runs} SET lease_expires_at = $1 WHERE owner = $2 AND lease_expires_at IS NOT NULL "
+        "AND id = ANY($3::text[])"
+    ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = $1 AND owner = $2",
     # --- signals ---
-    # Parameters: run id, name, payload, at. Returns the new signal's id, or nothing.
-    "add_signal": (
-        f"WITH run AS (SELECT status FROM {{runs}} WHERE id = $1 AND status NOT IN {_FINISHED} "
-        "FOR UPDATE), "
-        "added AS (INSERT INTO {signals} (run_id, name, payload, created_at) "
-        "SELECT $1, $2, $3, $4 FROM run RETURNING id), "
-        "woken AS (UPDATE {runs} SET wake_at = $4 WHERE id = $1 AND status = 'suspended' "
-        "AND EXISTS (SELECT 1 FROM added)) "
-        "SELECT id FROM added"
-    ),
+    # Parameters: run id, name, payload, at, limit or NULL (see migration 3's function).
+    "add_signal": "SELECT {add_signal}($1, $2, $3, $4, $5)",
     # Parameters: run id, name, seq. The signal visit seq took, else the oldest untaken one,
     # marked as taken (SKIP LOCKED: a concurrent visit takes the next one).
     "take_signal": (
@@ -266,15 +357,6 @@ _TEMPLATES: dict[str, str] = {
         f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE owner = $1 AND cancel_requested IS NOT NULL "
         f"AND cancel_requested <> '{{{{}}}}' AND status NOT IN {_FINISHED} ORDER BY pos"
     ),
-    # --- idempotency keys: bind unless bound to a stored run and unexpired ---
-    # Parameters: workflow, key, run id, expires, now. Returns a row when it bound the key.
-    "key_bind": (
-        "INSERT INTO {keys} AS k (workflow, key, run_id, expires_at) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (workflow, key) DO UPDATE SET run_id = excluded.run_id, "
-        "expires_at = excluded.expires_at WHERE NOT (k.expires_at > $5 "
-        "AND EXISTS (SELECT 1 FROM {runs} WHERE id = k.run_id)) RETURNING 1"
-    ),
-    "key_bound": "SELECT run_id FROM {keys} WHERE workflow = $1 AND key = $2",
     # --- wake-ups ---
     "notify": "SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message",
 }
@@ -289,6 +371,7 @@ class Statements:
         self.schema, self.prefix = schema, prefix
         self.tables = {name: f'"{schema}"."{prefix}{name}"' for name in ("runs", "steps", "signals", "keys")}
         self.tables["version"] = f'"{schema}"."{prefix}schema"'
+        self.tables["add_signal"] = f'"{schema}"."{prefix}add_signal"'
         self.version_table = f'"{schema}"."{prefix}schema"'
         self.lock_key = f"flux migrations {schema}.{prefix}"
         digest = hashlib.sha256(f"{schema}.{prefix}".encode()).hexdigest()[:16]

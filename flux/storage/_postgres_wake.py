@@ -1,6 +1,7 @@
 """Wake-ups over PostgreSQL's LISTEN/NOTIFY, for engines sharing one PostgresStorage.
 
-One pooled connection LISTENs on the channel of the storage's schema and prefix; a lost one
+A connection of its own (not a pooled one, whose reset on release would end the LISTEN)
+listens on the channel of the storage's schema and prefix; a lost one
 (server restart, ``pg_terminate_backend``, a silent network) is noticed by its termination
 callback or a periodic ping, replaced with backoff, and followed by a wake-up (a full poll).
 Messages are sent with ``pg_notify`` on another pooled connection, batched.
@@ -21,7 +22,15 @@ _PING_EVERY = 10.0  # seconds between liveness checks of the listening connectio
 class PostgresWaker:
     """A :class:`flux.wake.Waker` over LISTEN/NOTIFY; made by ``PostgresStorage.waker()``."""
 
-    def __init__(self, acquire: Callable[[], Any], notify_sql: str, channel: str, where: str) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        acquire: Callable[[], Any],
+        notify_sql: str,
+        channel: str,
+        where: str,
+    ) -> None:
+        self._connect = connect
         self._acquire = acquire
         self._notify_sql = notify_sql
         self.channel = channel
@@ -44,23 +53,18 @@ class PostgresWaker:
 
     async def _listen(self, ready: asyncio.Event) -> None:
         lost = asyncio.Event()
-        async with self._acquire() as conn:
+        async with self._connect() as conn:
             conn.add_termination_listener(lambda _conn: lost.set())
             await conn.add_listener(self.channel, self._on_notify)
-            try:
-                ready.set()
-                self._wake()  # whatever arrived while not listening
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(_PING_EVERY):
-                            await lost.wait()
-                    if not lost.is_set():
-                        async with asyncio.timeout(_PING_EVERY):
-                            await conn.execute("SELECT 1")
-            finally:
-                if not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.remove_listener(self.channel, self._on_notify)
+            ready.set()
+            self._wake()  # whatever arrived while not listening
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_PING_EVERY):
+                        await lost.wait()
+                if not lost.is_set():
+                    async with asyncio.timeout(_PING_EVERY):
+                        await conn.execute("SELECT 1")
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._wake()

@@ -39,6 +39,7 @@ one this process wrote last for the run (then an existing row keeps its input co
 
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _CHUNK = 500  # run ids per IN (...) list: well under SQLite's parameter limit
+_ROWS_PER_UPSERT = 8  # step records per upsert statement (15 parameters each)
 _FINISHED = frozenset(s.value for s in RunStatus if s.finished)
 logger = logging.getLogger("flux.storage.sqlite")
 
@@ -66,12 +67,13 @@ class SQLiteOps:
         """
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
+        cursor = conn.cursor()  # one for BEGIN and COMMIT: each conn.execute makes a new one
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     result = body(conn, *args)
-                    conn.execute("COMMIT")
+                    cursor.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -179,8 +181,8 @@ class SQLiteOps:
         self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
     ) -> list[BaseException | None]:
         sql = self.sql
-        steady, keep_input, update = sql["run_steady"], sql["run_steady_keep_input"], sql["run_checkpoint"]
-        owner_of, insert, upsert = sql["run_owner"], sql["run_insert"], sql["step_upsert"]
+        bind = sql.bind
+        cursor = conn.cursor()
         outcomes: list[BaseException | None] = []
         for run, steps, same_input in batch:
             run_id, owner = run[0], run[9]
@@ -188,21 +190,25 @@ class SQLiteOps:
             # changes), else the full one (fenced by the owner), else it is a new run or fenced.
             where = (run_id, owner, run[1], run[3], run[11])
             if same_input:
-                written = conn.execute(keep_input, (run[2], *run[6:9], run[10], run[12], *where))
+                steady = bind(sql["run_steady_keep_input"], (run[2], *run[6:9], run[10], run[12], *where))
             else:
-                written = conn.execute(steady, (run[2], run[4], *run[6:9], run[10], run[12], *where))
-            if written.rowcount == 0:
-                written = conn.execute(update, (*run[1:5], *run[6:13], run_id, owner, owner))
-            if written.rowcount == 0:
-                found = conn.execute(owner_of, (run_id,)).fetchone()
-                if found is not None:
-                    outcomes.append(
-                        LeaseLostError(f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id)
-                    )
-                    continue
-                conn.execute(insert, run)
-            for step in steps:
-                conn.execute(upsert, step)
+                steady = bind(sql["run_steady"], (run[2], run[4], *run[6:9], run[10], run[12], *where))
+            if cursor.execute(*steady).rowcount == 0:
+                full = bind(sql["run_checkpoint"], (*run[1:5], *run[6:13], run_id, owner, owner))
+                if cursor.execute(*full).rowcount == 0:
+                    found = cursor.execute(sql["run_owner"], (run_id,)).fetchone()
+                    if found is not None:
+                        outcomes.append(
+                            LeaseLostError(
+                                f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id
+                            )
+                        )
+                        continue
+                    cursor.execute(*bind(sql["run_insert"], run))
+            # A few rows per statement: each statement has a cost of its own.
+            for start in range(0, len(steps), _ROWS_PER_UPSERT):
+                rows = steps[start : start + _ROWS_PER_UPSERT]
+                cursor.execute(*bind(sql.upsert_steps(len(rows)), sum(rows, ())))
             outcomes.append(None)
         return outcomes
 

@@ -8,7 +8,7 @@ naming the run and the column.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,7 @@ def micros(value: datetime | None, what: str = "a datetime") -> int | None:
 def _json(value: JSON, what: str) -> str:
     try:
         return dumps(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise StorageError(
             f"{what} cannot be stored ({exc}): flux stores JSON values only (dict with str keys, "
             "list, str, int, float, bool, None); convert it first"
@@ -61,7 +61,7 @@ def encode_input(run: RunRecord) -> str | None:
 
 # The hot path encodes without building any message; only a failure looks again, field by
 # field, to say which value is wrong.
-_BAD_VALUE = (TypeError, ValueError, OverflowError)
+_BAD_VALUE = (TypeError, ValueError, OverflowError, RecursionError)
 _RUN_CHECKS = (
     ("created_at", micros), ("updated_at", micros), ("finished_at", micros),
     ("lease_expires_at", micros), ("wake_at", micros), ("deadline_at", micros),
@@ -108,6 +108,10 @@ def encode_run(run: RunRecord, input_text: str | None) -> Row:
         raise _explain(run, _RUN_CHECKS, f"run {run.id}") from None
 
 
+def _object(mapping: Mapping[str, JSON]) -> str:
+    return dumps(mapping if type(mapping) is dict else dict(mapping))
+
+
 def encode_step(run_id: str, step: StepRecord) -> Row:
     """The step-records row of one visit, in ``STEP_COLUMNS`` order."""
     error, output = step.error, step.output
@@ -116,9 +120,9 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
             run_id, step.seq, step.step, str(step.status), step.attempts, _us(step.started_at),
             _us(step.finished_at), None if error is None else dumps(error.to_json()),
             None if output is None else dumps(output),
-            dumps(dict(step.data_set)) if step.data_set else None,
+            _object(step.data_set) if step.data_set else None,
             dumps(list(step.data_unset)) if step.data_unset else None,
-            step.condition, dumps(dict(step.actions)) if step.actions else None, _us(step.wake_at),
+            step.condition, _object(step.actions) if step.actions else None, _us(step.wake_at),
             step.waiting_for, _encode_logs(step.logs) if step.logs else None,
         )  # fmt: skip
     except _BAD_VALUE:

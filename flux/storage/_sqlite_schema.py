@@ -11,10 +11,13 @@ one) and adjust the column lists below.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import attrs
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NONE = type(None)
+_MAX_VARIANTS = 96  # statements with literal NULLs kept (sqlite3 caches 128 prepared statements)
 
 RUN_COLUMNS = (
     "id", "workflow", "fingerprint", "status", "input", "created_at", "updated_at", "finished_at",
@@ -292,6 +295,8 @@ class Statements:
             "schema": f"{prefix}schema",
         }
         self._sql = {name: self._format(text) for name, text in _TEMPLATES.items()}
+        self._with_nulls: dict[tuple[str, tuple[type, ...]], str] = {}
+        self._upserts: dict[int, str] = {}
 
     def _format(self, text: str) -> str:
         # Leave {marks} and {where} for the statements that take a variable number of values.
@@ -316,6 +321,39 @@ class Statements:
         label = f"EXISTS (SELECT 1 FROM json_each({runs}.labels) WHERE key = ? AND value = ?)"
         where.extend(label for _ in range(labels))
         return self._sql["list"].format(where=" WHERE " + " AND ".join(where) if where else "")
+
+    def upsert_steps(self, count: int) -> str:
+        """The statement that upserts ``count`` step records (their rows' values, one after another)."""
+        sql = self._upserts.get(count)
+        if sql is None:
+            row = f"({_marks(STEP_COLUMNS)})"
+            rows = ", ".join([row] * count)
+            sql = self._sql["step_upsert"].replace(f"VALUES {row}", f"VALUES {rows}", 1)
+            self._upserts[count] = sql
+        return sql
+
+    def bind(self, sql: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        """Statement ``sql`` with a literal NULL in place of each ``?`` whose value is None.
+
+        Returns the statement and the parameters left. Python's sqlite3 module binds a None
+        only after a failed adapter lookup (thousands of instructions per value), while a
+        checkpoint's rows hold a dozen Nones; the variants are few, each prepared once and
+        kept in the connection's statement cache.
+        """
+        types = tuple(map(type, params))  # a cheap key: the None positions follow from it
+        if _NONE not in types:
+            return sql, params
+        key = (sql, types)
+        variant = self._with_nulls.get(key)
+        if variant is None:
+            parts = sql.split("?")
+            if len(parts) != len(params) + 1:
+                raise ValueError(f"{sql!r} takes {len(parts) - 1} parameters, got {len(params)}")
+            marks = ["NULL" if kind is _NONE else "?" for kind in types]
+            variant = parts[0] + "".join(mark + part for mark, part in zip(marks, parts[1:], strict=True))
+            if len(self._with_nulls) < _MAX_VARIANTS:
+                self._with_nulls[key] = variant
+        return variant, tuple([value for value in params if value is not None])
 
     def with_marks(self, name: str, count: int, *, where: str = "") -> str:
         """A statement whose ``IN ({marks})`` list takes ``count`` parameters."""

@@ -74,14 +74,16 @@ async def import_run(storage: Storage, document: Any) -> RunRecord:
             run_id=run.id,
         )
     run = attrs.evolve(run, owner=None, lease_expires_at=None)
-    if signals:
-        # add_signal stores signals for unfinished runs only: hold the run as a pending run
-        # that is not due while they go in, then store it as it was.
-        await storage.save(attrs.evolve(run, status=RunStatus.PENDING, wake_at=None))
-        ordered = sorted(signals, key=lambda s: (s.consumed_by is None, s.id))
-        for signal in ordered:
-            await storage.add_signal(run.id, signal.name, signal.payload, signal.created_at)
-            if signal.consumed_by is not None:
-                await storage.take_signal(run.id, signal.name, signal.consumed_by)
+    if not signals:
+        await storage.create(run)
+        return run
+    # add_signal stores signals for unfinished runs only: hold the run as a pending run that
+    # is not due while they go in, then store it as it was.
+    await storage.create(attrs.evolve(run, status=RunStatus.PENDING, wake_at=None))
+    ordered = sorted(signals, key=lambda s: (s.consumed_by is None, s.id))
+    for signal in ordered:
+        await storage.add_signal(run.id, signal.name, signal.payload, signal.created_at)
+        if signal.consumed_by is not None:
+            await storage.take_signal(run.id, signal.name, signal.consumed_by)
     await storage.save(run)
     return run

@@ -1,7 +1,8 @@
 """PostgresStorage: runs in a PostgreSQL database (asyncpg), shared by workers on many hosts.
 
-Every call is one statement (one round trip) on a pooled connection, except ``load``, ``list``,
-``claim`` and ``reserve_key`` (two). Checkpoints use group commit: those that arrive while one
+Every call is one statement (one round trip) on a pooled connection, except ``load``, ``list``
+and ``claim`` (two) and ``create`` with an idempotency key (a transaction under the key's
+advisory lock). Checkpoints use group commit: those that arrive while one
 is being written share the next statement. Claims skip rows another claimer has locked
 (``FOR UPDATE SKIP LOCKED``). A lost connection is retried with backoff, so a server restart
 or a killed backend delays calls instead of failing runs.
@@ -11,21 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from flux.errors import SchemaVersionError, StorageError
+from flux.errors import (
+    InvalidRunStateError,
+    SchemaVersionError,
+    StorageCorruptedError,
+    StorageError,
+    UnknownSignalError,
+)
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
+from flux.serde import dumps
 from flux.status import RunStatus
-from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
 from flux.storage._postgres_batch import Checkpoint, GroupCommit, Outcome, columns, fenced, merge
-from flux.storage._postgres_conn import describe, open_pool, retrying
-from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, Statements
+from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
+from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, ONE_STEPS, Statements
 from flux.storage._postgres_wake import PostgresWaker
 from flux.storage._sqlite_rows import (
+    Row,
     decode_run,
     decode_signal,
     encode_input,
@@ -39,6 +49,7 @@ from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_NO_STEP = (None,) * len(STEP_COLUMNS)
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 
 
@@ -186,9 +197,27 @@ class PostgresStorage:
 
         ``FluxEngine`` uses it on its own when given a PostgresStorage.
         """
-        waker = PostgresWaker(self._acquire, self._sql["notify"], self._sql.channel, self._where)
+        waker = PostgresWaker(
+            self._connect, self._acquire, self._sql["notify"], self._sql.channel, self._where
+        )
         self._wakers.append(waker)
         return waker
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Any]:
+        """A connection for the waker's LISTEN: one of its own (a pooled one is reset when
+        released); with a pool given and no DSN, one held from that pool."""
+        if self._pool is None:
+            raise StorageError(f"{self!r} is closed; open it with init() first")
+        if self.dsn is None and not self._own_pool:
+            async with self._pool.acquire() as conn:
+                yield conn
+            return
+        conn = await connect(self.dsn, self.application_name)
+        try:
+            yield conn
+        finally:
+            conn.terminate()  # no goodbye round trip: the server may be gone already
 
     def _acquire(self) -> Any:
         if self._pool is None:
@@ -214,6 +243,44 @@ class PostgresStorage:
         self._inputs.pop(run.id, None)
         await self._call("execute", self._sql["save"], *row, *columns(steps, len(STEP_COLUMNS)))
 
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        """Insert a new run with its step records, never over a stored one; with ``key``, bind
+        that idempotency key to it in the same transaction, unless the key is bound to a
+        stored run unexpired at ``run.created_at``: then store nothing and return that run's id.
+
+        Raises:
+            InvalidRunStateError: the run's id is taken (nothing is written).
+        """
+        steps = columns([encode_step(run.id, record) for record in run.steps], len(STEP_COLUMNS))
+        row = encode_run(run, encode_input(run))
+        self._inputs.pop(run.id, None)
+        if key is None:
+            created = await self._call("fetchval", self._sql["create"], *row, *steps)
+            bound = None
+        else:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
+            binding = (run.workflow, key, micros(key_expires_at, "key_expires_at"))
+            bound, created = await self._keyed(row, steps, binding)
+        if bound is not None:
+            return str(bound)
+        if created is None:
+            raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
+        return None
+
+    async def _keyed(self, row: Row, steps: builtins.list[Any], binding: tuple[str, str, int | None]) -> Any:
+        """``create_keyed`` under the key's advisory lock; (bound run id, created run id)."""
+        await self.init()
+
+        async def attempt() -> Any:
+            async with self._acquire() as conn, conn.transaction():
+                await conn.execute(self._sql["key_lock"], binding[0], binding[1])
+                return tuple(await conn.fetchrow(self._sql["create_keyed"], *row, *steps, *binding))
+
+        return await retrying(self._where, attempt)
+
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None."""
         row = await self._call("fetchrow", self._sql["run_select"], run_id)
@@ -227,13 +294,14 @@ class PostgresStorage:
         statuses = sorted(s.value for s in filter.status) if filter.status is not None else None
         if statuses == []:
             return []
-        args = (filter.workflow, statuses, filter.limit, filter.offset)
+        labels = dumps(dict(sorted(filter.labels.items()))) if filter.labels else None
+        args = (filter.workflow, statuses, labels, filter.limit, filter.offset)
         rows = await self._call("fetch", self._sql["list"], *args)
         steps: dict[str, builtins.list[Any]] = {row[0]: [] for row in rows}
         if steps:
             for step in await self._call("fetch", self._sql["steps_select_many"], builtins.list(steps)):
                 steps[step[0]].append(step)
-        return [decode_run(row, steps[row[0]]) for row in rows]
+        return _readable(rows, lambda row: decode_run(row, steps[row[0]]))
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run, its step records, signals and idempotency keys; False when there was none."""
@@ -286,10 +354,16 @@ class PostgresStorage:
             return exc
 
     async def _write_merged(self, merged: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
-        steps = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
+        if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters
+            run, steps = merged[0]
+            slots = [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
+            sql, args = self._sql["checkpoint_one"], [*run, *slots]
+        else:
+            runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
+            arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
+            sql, args = self._sql["checkpoint"], [*runs, *arrays]
         async with self._acquire() as conn:
-            written = {row[0] for row in await conn.fetch(self._sql["checkpoint"], *runs, *steps)}
+            written = {row[0] for row in await conn.fetch(sql, *args)}
             lost = [row[0] for row, _ in merged if row[0] not in written]
             owners = dict(await conn.fetch(self._sql["owners"], lost)) if lost else {}
         return [
@@ -323,10 +397,11 @@ class PostgresStorage:
             return None
         return decode_run(row, await self._call("fetch", self._sql["steps_select"], run_id))
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds (with a lease); returns how many."""
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
         lease = micros(lease_expires_at, "lease_expires_at")
-        return _count(await self._call("execute", self._sql["renew"], lease, owner))
+        ids = sorted(set(run_ids))
+        return _count(await self._call("execute", self._sql["renew"], lease, owner, ids)) if ids else 0
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
@@ -334,11 +409,16 @@ class PostgresStorage:
 
     # --- waiting and workers --------------------------------------------------------------
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
-        """Store a signal for an unfinished run and make a suspended run due at ``at``."""
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
+        """Store a signal for an unfinished run and make a suspended run due at ``at``; with
+        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored."""
         text = encode_json(payload, f"the payload of signal {name!r}")
         when = micros(at, "at")
-        signal_id = await self._call("fetchval", self._sql["add_signal"], run_id, name, text, when)
+        signal_id = await self._call("fetchval", self._sql["add_signal"], run_id, name, text, when, limit)
+        if signal_id == -1:
+            raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         return None if signal_id is None else decode_signal((signal_id, run_id, name, text, when, None))
 
     async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
@@ -354,7 +434,7 @@ class PostgresStorage:
     async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
         """Pending and suspended runs with ``wake_at <= now``, earliest first, without steps."""
         rows = await self._call("fetch", self._sql["due"], micros(now, "now"), limit)
-        return [decode_run(row) for row in rows]
+        return _readable(rows, decode_run)
 
     async def next_wake(self) -> datetime | None:
         """The earliest ``wake_at`` of a pending or suspended run."""
@@ -363,7 +443,7 @@ class PostgresStorage:
     async def orphans(self, now: datetime, host: str, limit: int) -> builtins.list[RunRecord]:
         """Running or rolling-back runs without a live lease, or owned on ``host``; no steps."""
         rows = await self._call("fetch", self._sql["orphans"], micros(now, "now"), host + "/", limit)
-        return [decode_run(row) for row in rows]
+        return _readable(rows, decode_run)
 
     async def request_cancel(self, run_id: str, request: Mapping[str, JSON]) -> bool:
         """Record a cancellation request on an unfinished run; False if finished or unknown."""
@@ -372,19 +452,18 @@ class PostgresStorage:
 
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
-        return [decode_run(row) for row in await self._call("fetch", self._sql["cancel_requests"], owner)]
+        return _readable(await self._call("fetch", self._sql["cancel_requests"], owner), decode_run)
 
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        """Bind an idempotency key to ``run_id`` unless it is bound to a stored, unexpired run
-        (then return that run's id)."""
-        expires, at = micros(expires_at, "expires_at"), micros(now, "now")
-        bound = await self._call("fetchval", self._sql["key_bind"], workflow, key, run_id, expires, at)
-        if bound is not None:
-            return None
-        # Not rebound: the key's row is committed and holds the run it is bound to.
-        return str(await self._call("fetchval", self._sql["key_bound"], workflow, key))
+
+def _readable(rows: Sequence[Any], decode: Callable[[Any], RunRecord]) -> builtins.list[RunRecord]:
+    """The rows that decode; each one that does not is logged (its run id and column) and skipped."""
+    found = []
+    for row in rows:
+        try:
+            found.append(decode(row))
+        except StorageCorruptedError as exc:
+            logger.error("skipped an unreadable run: %s", exc, extra={"run_id": row[0]})
+    return found
 
 
 def _count(status: str) -> int:

@@ -435,6 +435,12 @@ class StorageConformance(WorkerConformance, CreateConformance):
         both = RunFilter(labels={"tenant": "acme"}, status=RunStatus.COMPLETED, workflow="flow", limit=5)
         assert [run.id for run in await storage.list(both)] == ["a"]
 
+    async def test_create_stores_labels(self, storage: Storage) -> None:
+        """A run created insert-only keeps its labels like a saved one."""
+        await storage.create(run_record(labels={"tenant": "acme"}))
+        [found] = await storage.list(RunFilter(labels={"tenant": "acme"}))
+        assert dict(found.labels) == {"tenant": "acme"}
+
     async def test_labels_of_a_loaded_run_are_read_only_copies(self, storage: Storage) -> None:
         """Changing the dict a run was saved with changes nothing stored."""
         labels = {"tenant": "acme"}

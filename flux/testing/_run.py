@@ -8,11 +8,11 @@ from collections.abc import Awaitable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.engine import FluxEngine
 from flux.errors import InvalidRunStateError
 from flux.plan import Workflow
-from flux.records import JSON, RunFilter
+from flux.records import JSON, RunFilter, RunRecord
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
 from flux.testing._clock import FakeClock
@@ -26,6 +26,7 @@ QUIET = 0.05
 """Real seconds per look at a running attempt; after three quiet looks the clock jumps."""
 _QUIET_LOOKS = 3
 _MAX_ROUNDS = 10_000
+_WAITING = (RunStatus.PENDING, RunStatus.SUSPENDED)
 
 
 async def run_workflow(
@@ -61,16 +62,12 @@ async def run_workflow(
 
     Raises:
         ValueError: a mock names a step the plan lacks, or one without a handler.
-        TypeError: a mock is an exception class rather than an instance.
+        TypeError: a mock is an exception class rather than an instance, or ``workflow`` is
+            neither a Workflow nor a builder.
         InvalidInputError: ``input`` does not fit the workflow.
     """
-    plan = workflow.build() if isinstance(workflow, WorkflowBuilder) else workflow
-    if not isinstance(plan, Workflow):
-        raise TypeError(
-            f"run_workflow takes a Workflow or a builder from create_workflow(), got {workflow!r}"
-        )
     journal = CallJournal()
-    plan = instrument(plan, mocks or {}, journal)
+    plan = instrument(as_workflow(workflow), mocks or {}, journal)
     clock = clock if clock is not None else FakeClock()
     events = EventRecorder()
     async with FluxEngine(storage, clock=clock, on={"*": events}) as engine:
@@ -143,32 +140,43 @@ class _Driver:
 
     async def until_done(self, run_id: str) -> None:
         """Deliver awaited signals and wake due runs, jumping to each next due time, until
-        ``run_id`` has finished or waits for nothing that will come."""
+        ``run_id`` has finished or waits for nothing that will come.
+
+        Only ``run_id`` and its child runs are touched: other runs in the store are left alone.
+        """
         storage = self.engine.storage
         for _ in range(_MAX_ROUNDS):
             run = await storage.load(run_id)
             if run is None or run.status.finished:
                 return
-            await self._deliver()
-            due = await storage.due(self.clock.now(), 100)
+            waiting = [
+                run
+                for run in await storage.list(RunFilter(status=_WAITING))
+                if run.id == run_id or run.id.startswith(run_id + "/")
+            ]
+            if await self._deliver(waiting):
+                continue  # a signalled run is due now
+            now = self.clock.now()
+            due = [run for run in waiting if run.wake_at is not None and run.wake_at <= now]
+            for ready in due:
+                # It may have ended or been taken meanwhile (a parent resumed its child).
+                with contextlib.suppress(InvalidRunStateError):
+                    await self.settle(self.engine.resume(ready.id))
             if due:
-                for waiting in due:
-                    # It may have ended or been taken meanwhile (a parent resumed its child).
-                    with contextlib.suppress(InvalidRunStateError):
-                        await self.settle(self.engine.resume(waiting.id))
                 continue
-            wake = await storage.next_wake()
-            if wake is None:
+            wakes = [run.wake_at for run in waiting if run.wake_at is not None]
+            if not wakes:
                 return  # it waits for a signal nobody sends
-            await self.clock.advance(max(wake - self.clock.now(), timedelta(0)))
+            await self.clock.advance(max(min(wakes) - now, timedelta(0)))
         raise RuntimeError(f"run {run_id} did not settle after {_MAX_ROUNDS} rounds of waking it")
 
-    async def _deliver(self) -> None:
-        if not self.signals:
-            return
-        suspended = await self.engine.storage.list(RunFilter(status=RunStatus.SUSPENDED))
-        for run in suspended:
+    async def _deliver(self, runs: list[RunRecord]) -> bool:
+        """Send each awaited signal that ``signals`` holds; True when one was sent."""
+        sent = False
+        for run in runs:
             for record in run.steps:
                 name = record.waiting_for
                 if record.status == StepStatus.SUSPENDED and name is not None and name in self.signals:
                     await self.engine.signal(run.id, name, self.signals.pop(name))
+                    sent = True
+        return sent

@@ -7,6 +7,7 @@ import pprint
 from collections.abc import Sequence
 from typing import Any
 
+from flux.events import EVENT_TYPES
 from flux.plan import Workflow
 from flux.records import JSON
 from flux.result import RunResult
@@ -62,9 +63,15 @@ class WorkflowTest:
         """The calls of ``step``'s handler, in order (each with attempt, input and data snapshot).
 
         Raises:
-            ValueError: the plan has no step called ``step``.
+            ValueError: the plan has no step called ``step``, or it has no handler (a wait,
+                sleep, parallel, map, branch or child step).
         """
-        self._check_step(step)
+        kind = self._check_step(step)
+        if kind not in ("step", "commit"):
+            raise ValueError(
+                f"step {step!r} is a {kind} step: it has no handler whose calls could be counted; "
+                "assert on test.result.history or test.events instead"
+            )
         return list(self._journal.calls.get(step, ()))
 
     # --- assertions -----------------------------------------------------------------------
@@ -152,7 +159,15 @@ class WorkflowTest:
 
         An item is an event name (``"step_retry"``) or a ``(name, step)`` pair
         (``("step_complete", "charge")``).
+
+        Raises:
+            ValueError: an item names no event (the message lists the names).
         """
+        for item in expected:
+            name = item if isinstance(item, str) else item[0]
+            if name not in EVENT_TYPES:
+                known = ", ".join(sorted(EVENT_TYPES))
+                raise ValueError(f"assert_events: {name!r} is not an event name; use one of: {known}")
         seen = [(event.name, getattr(event, "step", None)) for event in self.events.events]
         position = 0
         for index, item in enumerate(expected):
@@ -174,10 +189,13 @@ class WorkflowTest:
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _check_step(self, step: str) -> None:
-        if self.workflow.find(step) is None:
+    def _check_step(self, step: str) -> str:
+        """The kind of ``step``; ValueError when the plan has no such step."""
+        spec = self.workflow.find(step)
+        if spec is None:
             known = ", ".join(sorted(self.workflow.shape.specs))
             raise ValueError(f"workflow {self.workflow.name!r} has no step {step!r}; its steps: {known}")
+        return spec.kind
 
     def _steps_called(self) -> str:
         called = sorted(self._journal.calls)

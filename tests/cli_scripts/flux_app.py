@@ -10,6 +10,8 @@ from flux import StepContext, create_workflow
 
 
 def hello(ctx: StepContext[Any]) -> str:
+    ctx.log.info("greeting %s", ctx.input["name"])
+    ctx.log.info("x" * 120)  # long enough to be cut by `flux show`
     ctx.data["greeted"] = ctx.input["name"]
     return f"hello {ctx.input['name']}"
 
