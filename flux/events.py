@@ -48,7 +48,7 @@ class WorkflowComplete(Event):
 
 
 @attrs.frozen(kw_only=True)
-class WorkflowError(Event):
+class WorkflowFailed(Event):
     """A run ended ``failed`` (or ``rolled_back``: check ``status``)."""
 
     name: ClassVar[str] = "workflow_error"
@@ -124,7 +124,7 @@ class StepComplete(StepEvent):
 
 
 @attrs.frozen(kw_only=True)
-class StepError(StepEvent):
+class StepFailed(StepEvent):
     """A step failed for good (no retry left)."""
 
     name: ClassVar[str] = "step_error"
@@ -178,7 +178,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         WorkflowStart,
         WorkflowComplete,
-        WorkflowError,
+        WorkflowFailed,
         WorkflowSuspend,
         WorkflowResume,
         WorkflowCancel,
@@ -186,7 +186,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RollbackComplete,
         StepStart,
         StepComplete,
-        StepError,
+        StepFailed,
         StepRetry,
         StepSkip,
         StepSuspend,
@@ -286,7 +286,7 @@ class EventSource:
         self, event: Literal["workflow_complete"], fn: Callable[[WorkflowComplete], Any]
     ) -> Unsubscribe: ...
     @overload
-    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowError], Any]) -> Unsubscribe: ...
+    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowFailed], Any]) -> Unsubscribe: ...
     @overload
     def on(self, event: Literal["workflow_suspend"], fn: Callable[[WorkflowSuspend], Any]) -> Unsubscribe: ...
     @overload
@@ -304,7 +304,7 @@ class EventSource:
     @overload
     def on(self, event: Literal["step_complete"], fn: Callable[[StepComplete], Any]) -> Unsubscribe: ...
     @overload
-    def on(self, event: Literal["step_error"], fn: Callable[[StepError], Any]) -> Unsubscribe: ...
+    def on(self, event: Literal["step_error"], fn: Callable[[StepFailed], Any]) -> Unsubscribe: ...
     @overload
     def on(self, event: Literal["step_retry"], fn: Callable[[StepRetry], Any]) -> Unsubscribe: ...
     @overload

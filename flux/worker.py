@@ -9,22 +9,36 @@ never drive one run twice at the same time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from flux.clock import Clock
 from flux.engine._ownership import host_name, owner_is_dead
+from flux.engine._work import WorkSource
 from flux.records import RunRecord
 from flux.result import RunResult
 from flux.status import RunStatus
-
-if TYPE_CHECKING:
-    from flux.engine import FluxEngine
+from flux.storage.protocol import Storage
 
 logger = logging.getLogger("flux.worker")
+
+
+class WorkerEngine(Protocol):
+    """What a worker needs of a :class:`~flux.FluxEngine`."""
+
+    storage: Storage
+    clock: Clock
+    owner: str
+    work: WorkSource
+
+    async def start_engine(self) -> None: ...
+
+    def notify(self) -> None: ...
+
+    async def check_cancel_requests(self) -> int: ...
 
 
 class Worker:
@@ -39,7 +53,7 @@ class Worker:
     Use ``async with engine.worker(concurrency=4):`` or ``await Worker(engine).run()``.
     """
 
-    def __init__(self, engine: FluxEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
+    def __init__(self, engine: WorkerEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if grace_period < 0:
@@ -71,18 +85,15 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        wake = self.engine._wake
+        work = self.engine.work
         try:
             while not self._stopping:
-                wake.clear()
                 try:
                     await self._fill()
                     await self.engine.check_cancel_requests()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.engine.poll_interval):
-                        await wake.wait()
+                await work.idle()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,26 +125,27 @@ class Worker:
         for run in candidates:
             if len(self._tasks) >= self.concurrency:
                 return
-            if run.id not in engine._active and run.id not in self._skipped:
+            taken = run.id in self._skipped or run.id in self._tasks.values()  # tasks may not have started
+            if not taken and not engine.work.driving(run.id):
                 await self._take(run)
 
     async def _take(self, run: RunRecord) -> None:
-        engine = self.engine
+        work = self.engine.work
         try:
-            plan = engine._registry.for_run(run)
+            plan = work.plan_for(run)
         except Exception as exc:
             self._skipped.add(run.id)
             logger.error("worker leaves run %s to others: %s", run.id, exc)
             return
-        claimed = await engine._claim(run)
+        claimed = await work.claim(run)
         if claimed is None:
             return
-        if not _still_wanted(claimed, engine.clock.now()):
+        if not _still_wanted(claimed, work.clock.now()):
             # Another worker drove it between our look and our claim: a finished run would be
             # finished again, a failed one run again.
-            await engine.storage.release(run.id, engine.owner)
+            await work.release(run.id)
             return
-        task = asyncio.get_running_loop().create_task(engine._resume_claimed(plan, claimed, None))
+        task = asyncio.get_running_loop().create_task(work.drive(plan, claimed, None))
         self._tasks[task] = run.id
         task.add_done_callback(self._done)
 
@@ -158,7 +170,7 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
         for run_id in left.values():
             if run_id is not None:
-                await self.engine.storage.release(run_id, self.engine.owner)
+                await self.engine.work.release(run_id)
 
 
 def _still_wanted(run: RunRecord, now: datetime) -> bool:

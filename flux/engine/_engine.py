@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,12 +15,13 @@ import attrs
 
 from flux.builder import WorkflowBuilder
 from flux.clock import Clock, SystemClock
-from flux.engine._children import CURRENT_ENGINE, RunHooks
+from flux.engine._children import ChildHost, Children
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
 from flux.engine._ownership import new_owner_id
-from flux.engine._plans import WorkflowRegistry
+from flux.engine._plans import WorkflowRegistry, check_input, run_header
+from flux.engine._work import TimeWaits, WorkSource
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
@@ -112,8 +112,33 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             lease=timedelta(seconds=lease),
             durable_after=durable_after,
             poll_interval=poll_interval,
-            hooks=RunHooks(self),
         )
+        children = Children(
+            ChildHost(
+                env=self._env,
+                register=self.register,
+                drive=self._drive,
+                running=self._running,
+                resume=self.resume,
+                cancel=self.cancel,
+                ended=self._ended,
+            )
+        )
+        self._env.hooks = children
+        self._env.children = children.run_child
+        self._waits = TimeWaits(self.clock)
+        self.work = WorkSource(
+            clock=self.clock,
+            waits=self._waits,
+            wake=self._wake,
+            poll_interval=poll_interval,
+            driving=self._active.__contains__,
+            plan_for=self._registry.for_run,
+            claim=self._claim,
+            drive=self._resume_claimed,
+            release=self._release,
+        )
+        """The engine as workers see it (an internal interface: :class:`~flux.Worker` uses it)."""
         subscribe = getattr(self.clock, "subscribe", None)
         if callable(subscribe):  # a FakeClock wakes workers when the test moves time
             subscribe(self.notify)
@@ -242,27 +267,22 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
     ) -> tuple[Workflow[Any], Any, RunRecord]:
         await self.start_engine()
         plan = self.register(workflow)
-        typed, raw = plan.codec.accept(input)
-        _check_validators(plan, typed)
+        typed, raw = check_input(plan, input)
         if run_id is not None and await self.storage.load(run_id) is not None:
             raise InvalidRunStateError(
                 f"run id {run_id!r} is already used; pick another id, or continue that run with "
                 "engine.resume(run_id)",
                 run_id=run_id,
             )
-        now = self.clock.now()
-        seconds = _seconds(deadline) if deadline is not None else plan.deadline
-        header = RunRecord(
-            id=run_id or uuid.uuid4().hex,
-            workflow=plan.name,
-            fingerprint=plan.fingerprint,
-            status=status,
-            input=raw,
-            created_at=now,
-            updated_at=now,
+        header = run_header(
+            plan,
+            run_id=run_id or uuid.uuid4().hex,
+            raw_input=raw,
+            now=self.clock.now(),
             owner=self.owner,
-            lease_expires_at=now + self._env.lease,
-            deadline_at=None if seconds is None else now + timedelta(seconds=seconds),
+            lease=self._env.lease,
+            status=status,
+            deadline=_seconds(deadline) if deadline is not None else plan.deadline,
         )
         return plan, typed, header
 
@@ -285,11 +305,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
-        token = CURRENT_ENGINE.set(self)  # copied into the task: ctx.run_child finds this engine
-        try:
-            task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
-        finally:
-            CURRENT_ENGINE.reset(token)
+        task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
         self._active[run_id] = driver
         self._tasks[run_id] = task
         self._ensure_heartbeat()
@@ -298,12 +314,21 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
-        if result.status.finished:
-            done = self._finished.pop(run_id, None)
-            if done is not None:
-                done.set()
         self.notify()
         return result
+
+    def _running(self, run_id: str) -> asyncio.Task[RunResult] | None:
+        return self._tasks.get(run_id) if run_id in self._active else None
+
+    async def _release(self, run_id: str) -> None:
+        await self.storage.release(run_id, self.owner)
+
+    def _ended(self, run_id: str) -> None:
+        """A run driven here ended: wake whoever waits for its result, and the workers."""
+        done = self._finished.pop(run_id, None)
+        if done is not None:
+            done.set()
+        self.notify()
 
     def notify(self) -> None:
         """Wake this engine's workers: new work may be due (called on start, signal, time moves)."""
@@ -313,21 +338,20 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
 
         Runs driven in this process are noticed at once; runs driven elsewhere within
-        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time) and
-        :class:`RunNotFoundError` for an unknown id.
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds and
+        :class:`RunNotFoundError` for an unknown id. Both times are measured on the engine's
+        clock (a ``FakeClock`` moves them in tests).
         """
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
-        async with asyncio.timeout(timeout):
+        async with self.clock.timeout(timeout):
             while True:
                 run = await self._load(run_id)
                 if run.status.finished:
                     return RunResult.from_record(run)
                 done = self._finished.setdefault(run_id, asyncio.Event())
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await done.wait()
+                await self._waits.wait(done, self.poll_interval)
 
     async def get(self, run_id: str) -> RunResult:
         """The stored state of a run. Raises :class:`RunNotFoundError` for an unknown id."""
@@ -367,8 +391,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     async def _beat(self) -> None:
         interval = self._env.lease.total_seconds() / 3
+        never = asyncio.Event()
         while True:
-            await asyncio.sleep(interval)
+            await self._waits.wait(never, interval)  # on the engine's clock
             if self._active:
                 try:
                     await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
@@ -383,22 +408,6 @@ def _as_plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
     if isinstance(workflow, Workflow):
         return workflow
     raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
-
-
-def _check_validators(plan: Workflow[Any], typed: Any) -> None:
-    for check in plan.validators:
-        name = getattr(check, "__qualname__", repr(check))
-        try:
-            ok = check(typed)
-        except Exception as exc:
-            raise InvalidInputError(
-                f"input rejected by validator {name} of workflow {plan.name!r}: {exc}"
-            ) from exc
-        if ok is False:
-            raise InvalidInputError(
-                f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
-                f"for {typed!r}"
-            )
 
 
 def _seconds(value: float | timedelta) -> float:
