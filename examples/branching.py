@@ -5,7 +5,10 @@ rest go to manual review, and large loans also need a second signature. Each ``w
 predicate is evaluated once, when the run reaches the step; its result is recorded, so a
 resumed run never evaluates it again. A false predicate marks the step ``skipped``.
 
-    python examples/branching.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/branching.py
+    .venv/bin/python examples/branching.py
 """
 
 from __future__ import annotations

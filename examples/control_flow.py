@@ -6,7 +6,10 @@ the publishing channel, an editor loop goes round until the copy is approved (ea
 recorded visit), a flaky upload falls back to a manual queue, and a child workflow sends the
 announcement. It prints the history, the plan as Mermaid and the run's metrics.
 
-    python examples/control_flow.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/control_flow.py
+    .venv/bin/python examples/control_flow.py
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ async def main() -> None:
         print(f"channel: {result.outputs['channel']}, copy: {result.outputs['draft']}")
         print(f"upload: {result.outputs['manual-upload']}")
         print(f"announcement: {result.outputs['announce']['outputs']['compose']}")
-        report = flux.metrics(result)
+        report = flux.run_metrics(result)
         work = f"{report.busy:.3f}s of work in {report.wall:.3f}s"
         print(f"metrics: {work} (parallelism {report.parallelism:.1f})")
         print(f"critical path: {' -> '.join(report.critical_path[:4])} ...")

@@ -9,7 +9,10 @@ worker resumes it when the time comes, in this process or another one.
 This script hands the engine a ``FakeClock`` so that no wait takes real time; in production
 leave ``clock=`` out.
 
-    python examples/flaky_retries.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/flaky_retries.py
+    .venv/bin/python examples/flaky_retries.py
 """
 
 from __future__ import annotations

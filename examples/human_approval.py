@@ -9,7 +9,10 @@ To show that nothing lives in memory, the process that starts the runs closes it
 a second engine on the same SQLite file (think: the same service after a deploy) receives the
 decisions and finishes the runs with a worker.
 
-    python examples/human_approval.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/human_approval.py
+    .venv/bin/python examples/human_approval.py
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ expense_flow = (
     .step("tell", tell)
 )
 
+workflows = [expense_flow]  # what `flux --app examples.human_approval` knows
+
 REPORTS = [
     {"employee": "ada", "amount": 1200},
     {"employee": "linus", "amount": 900},
@@ -73,7 +78,7 @@ async def submit(db: Path) -> list[str]:
         run_ids = []
         for report in REPORTS:
             result = await engine.execute(expense_flow, report)
-            print(f"{report['employee']}'s report: run {result.id[:8]} is {result.status}")
+            print(f"{report['employee']}'s report: run {result.id} is {result.status}")
             run_ids.append(result.id)
         return run_ids
 
@@ -82,14 +87,14 @@ async def decide(db: Path, run_ids: list[str]) -> list[str]:
     """Later, another engine: the manager decides, a worker resumes the runs."""
     async with FluxEngine(storage=SQLiteStorage(db), workflows=[expense_flow]) as engine:
         engine.on(
-            "signal_received", lambda event: print(f"signal {event.signal!r} for run {event.run_id[:8]}")
+            "signal_received", lambda event: print(f"signal {event.signal!r} for run {event.run_id}")
         )
         async with engine.worker(concurrency=4):
             for run_id, decision in zip(run_ids, DECISIONS, strict=True):
                 await engine.signal(run_id, "decision", decision)
             results = [await engine.wait_result(run_id, timeout=30) for run_id in run_ids]
     for result in results:
-        print(f"run {result.id[:8]} {result.status}: {result.outputs['tell']}")
+        print(f"run {result.id} {result.status}: {result.outputs['tell']}")
     return [result.outputs["tell"] for result in results]
 
 

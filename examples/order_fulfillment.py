@@ -5,7 +5,10 @@ path in the ``FLUX_DB`` environment variable) before the next one starts. Event 
 what happens; a flaky payment call is retried; a VIP-only step runs only for VIP orders; the
 shipping and receipt steps are commit steps (irreversible side effects).
 
-    python examples/order_fulfillment.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/order_fulfillment.py
+    .venv/bin/python examples/order_fulfillment.py
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ order_flow = (
 )
 
 
+workflows = [order_flow]  # what `flux --app examples.order_fulfillment` knows
+
 def on_start(event: StepStart) -> None:
     print(f"  -> {event.step} (attempt {event.attempt})")
 
@@ -114,7 +119,7 @@ def on_skip(event: StepSkip) -> None:
 
 
 def on_done(event: WorkflowComplete) -> None:
-    print(f"  run {event.run_id[:8]} completed in {event.duration:.3f}s")
+    print(f"  run {event.run_id} completed in {event.duration:.3f}s")
 
 
 def check(ok: bool, what: str) -> None:
@@ -151,7 +156,7 @@ async def main() -> None:
             charge = next(record for record in stored.history if record.step == "charge")
             check(charge.attempts == 2, f"charge took {charge.attempts} attempts, expected 2")
             steps = ", ".join(f"{r.step}={r.status.value}" for r in stored.history)
-            print(f"stored in {db}: run {run_id[:8]} {stored.status}: {steps}")
+            print(f"stored in {db}: run {run_id} {stored.status}: {steps}")
         total = len(await engine.list(name="order-fulfillment"))
         print(f"{db} holds {total} order-fulfillment run(s)")
 

@@ -4,7 +4,10 @@ Each booking step names a ``compensate`` handler. When a step fails for good, fl
 compensations of the steps that completed, newest first, and the run ends ``rolled_back``.
 The failed step itself is not compensated: it never completed.
 
-    python examples/saga_trip_booking.py
+Run it from the root of a checkout (the first command sets up .venv if needed):
+
+    python3 dev.py run examples/saga_trip_booking.py
+    .venv/bin/python examples/saga_trip_booking.py
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from flux.builder import WorkflowBuilder, create_workflow
 from flux.clock import Clock, SystemClock
 from flux.context import RunData, StepContext
 from flux.control import Goto, goto
-from flux.engine import FluxEngine
+from flux.engine import FluxEngine, LogLimits
 from flux.errors import (
     ChildWorkflowError,
     DependencyCycleError,
@@ -44,11 +44,12 @@ from flux.errors import (
     WorkflowNotRegisteredError,
 )
 from flux.events import Event
-from flux.metrics import RunMetrics, StepMetrics, metrics
+from flux.metrics import RunMetrics, StepMetrics, run_metrics
 from flux.plan import StepSpec, Workflow
-from flux.records import ErrorInfo, RunFilter, RunRecord, StepRecord
-from flux.result import RunResult
+from flux.records import ErrorInfo, LogLine, RunFilter, RunRecord, StepRecord
+from flux.result import Recovery, RunResult
 from flux.retry import RetryPolicy, is_retryable_error, with_retry
+from flux.schedule import Schedule
 from flux.status import RunStatus, StepStatus
 from flux.storage import MemoryStorage, Storage
 from flux.waiting import WaitRequest, wait
@@ -72,11 +73,14 @@ __all__ = [
     "InvalidRunStateError",
     "InvalidStepError",
     "LeaseLostError",
+    "LogLimits",
+    "LogLine",
     "MaxVisitsError",
     "MemoryStorage",
     "NonRetryableError",
     "PlanError",
     "PlanMismatchError",
+    "Recovery",
     "RetryAfter",
     "RetryPolicy",
     "RunData",
@@ -87,6 +91,7 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "RunStatus",
+    "Schedule",
     "SchemaVersionError",
     "SerializationError",
     "StepContext",
@@ -113,7 +118,7 @@ __all__ = [
     "create_workflow",
     "goto",
     "is_retryable_error",
-    "metrics",
+    "run_metrics",
     "wait",
     "with_retry",
 ]

@@ -8,20 +8,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, ChildSpec, MapSpec, ParallelSpec, callable_name
+from flux._spec import check_arity
+from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, ChildSpec, MapSpec, ParallelSpec
 from flux.errors import InvalidStepError
 from flux.plan import Workflow
 
 
-def _as_plan(value: object, what: str) -> Workflow[Any]:
-    from flux.builder import WorkflowBuilder
+@runtime_checkable
+class _Buildable(Protocol):
+    """A builder (``create_workflow(name).step(...)``), seen from below: it builds a plan."""
 
-    if isinstance(value, WorkflowBuilder):
-        return value.build()
-    if isinstance(value, Workflow):
-        return value
+    def build(self) -> Workflow[Any]: ...
+
+
+def _as_plan(value: object, what: str) -> Workflow[Any]:
+    plan = value.build() if isinstance(value, _Buildable) else value
+    if isinstance(plan, Workflow):
+        return plan
     raise InvalidStepError(f"{what} must be a chain made with create_workflow(name).step(...), got {value!r}")
 
 
@@ -41,9 +46,10 @@ def _positive(value: object, what: str, where: str) -> int | None:
     return value
 
 
-def _callable(value: object, what: str, where: str) -> Callable[..., Any]:
+def _callable(value: object, what: str, where: str, arity: int = 1) -> Callable[..., Any]:
     if not callable(value):
         raise InvalidStepError(f"{where}: {what} must be callable, got {value!r}")
+    check_arity(value, arity, f"{where}: {what}")
     return value
 
 
@@ -69,7 +75,7 @@ def map_options(
     """Options of a map step."""
     where = f"map step {name!r}"
     construct = MapSpec(
-        fn=_callable(fn, "the item function", where),
+        fn=_callable(fn, "the item function", where, arity=2),
         over=_callable(over, "over=", where),
         concurrency=_positive(concurrency, "concurrency", where),
         batch_size=_positive(batch_size, "batch_size", where),
@@ -148,6 +154,3 @@ def routing_options(
     if max_visits is not None:
         options["max_visits"] = max_visits
     return options
-
-
-__all__ = ["callable_name"]

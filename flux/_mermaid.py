@@ -1,4 +1,4 @@
-"""Mermaid drawings of plans beyond a straight chain (``Workflow.to_mermaid``).
+"""Mermaid drawings of plans (``Workflow.to_mermaid``).
 
 Shapes: steps are boxes, commit steps double boxes, waits for signals hexagons, sleeps rounded
 boxes, maps parallelograms, child workflows flags, branch decisions diamonds. A parallel group
@@ -9,12 +9,14 @@ labelled ``on failure``, declared ``goto`` targets dotted edges labelled ``goto`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from flux.constructs import BranchSpec, ChildSpec, ParallelSpec
 
 if TYPE_CHECKING:
-    from flux.plan import StepSpec, Workflow
+    from flux._shape import PlanShape
+    from flux._spec import StepSpec
 
 _SHAPES = {
     "step": '["{}"]',
@@ -127,21 +129,22 @@ class _Drawing:
             self.lines.append(f"    {exit_} -. {label} .-> {entry}")
 
 
-def draw(workflow: Workflow[Any]) -> str:
-    """The plan as a Mermaid flowchart."""
+def draw(steps: Sequence[StepSpec], shape: PlanShape) -> str:
+    """A plan (its top-level steps and its shape) as a Mermaid flowchart."""
+    if shape.plain and all(spec.kind != "child" for spec in steps):
+        return _draw_line(steps)
     drawing = _Drawing()
-    shape = workflow.shape
     if shape.deps is None:
-        entry, exits = drawing.chain(workflow.steps, "    ")
-        drawing.edge("start", entry, workflow.steps[0])
+        entry, exits = drawing.chain(tuple(steps), "    ")
+        drawing.edge("start", entry, steps[0])
     else:
         nodes: dict[str, tuple[str, list[str]]] = {}
-        for spec in workflow.steps:
+        for spec in steps:
             nodes[spec.name] = drawing.step(spec, "    ")
             drawing._routes(spec)
         top = shape.chain()
         exits = []
-        for spec in workflow.steps:
+        for spec in steps:
             if spec.name in top.handlers:
                 continue
             needs = shape.deps[spec.name]
@@ -161,6 +164,21 @@ def draw(workflow: Workflow[Any]) -> str:
     for source in exits:
         drawing.lines.append(f"    {source} --> done")
     return "\n".join(drawing.lines)
+
+
+def _draw_line(steps: Sequence[StepSpec]) -> str:
+    """A straight chain of steps, commits, waits and sleeps."""
+    lines = ["flowchart TD", "    start((start))"]
+    previous = "start"
+    for i, spec in enumerate(steps):
+        node = f"s{i}"
+        lines.append(f"    {node}{_SHAPES[spec.kind].format(_text(spec.name))}")
+        edge = " -. when .-> " if spec.when is not None else " --> "
+        lines.append(f"    {previous}{edge}{node}")
+        previous = node
+    lines.append("    done((end))")
+    lines.append(f"    {previous} --> done")
+    return "\n".join(lines)
 
 
 def _text(label: str) -> str:

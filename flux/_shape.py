@@ -22,7 +22,7 @@ from flux.errors import (
 )
 
 if TYPE_CHECKING:
-    from flux.plan import StepSpec
+    from flux._spec import StepSpec
 
 ChainKey = tuple[str, ...]
 """Where a chain sits: ``()`` for the top level, ``(construct, label)`` for a nested chain

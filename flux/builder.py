@@ -19,8 +19,10 @@ from flux._builder_constructs import (
     parallel_options,
     routing_options,
 )
+from flux._duration import to_seconds
+from flux._spec import StepSpec, check_name, validate_step
 from flux.errors import DuplicateStepError, InvalidStepError
-from flux.plan import StepSpec, Workflow, check_name, validate_step
+from flux.plan import Workflow
 from flux.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -134,11 +136,16 @@ class WorkflowBuilder(Generic[InputT]):
         on_failure: str | None = None,
         max_visits: int | None = None,
         goto: Iterable[str] | None = None,
+        compensate: None = None,
     ) -> WorkflowBuilder[InputT]:
         """Append a commit step: an irreversible side effect (send, charge, publish).
 
-        Commit steps take no ``compensate`` and are called again by ``engine.replay``.
-        ``after``, ``on_failure``, ``max_visits`` and ``goto`` as for :meth:`step`.
+        Commit steps are called again by ``engine.replay``. ``after``, ``on_failure``,
+        ``max_visits`` and ``goto`` as for :meth:`step`.
+
+        Raises:
+            InvalidStepError: given ``compensate=``: a commit step cannot be undone (use
+                :meth:`step` for an effect that can), or any mistake :meth:`step` refuses.
         """
         return self._add(
             kind="commit",
@@ -148,6 +155,7 @@ class WorkflowBuilder(Generic[InputT]):
             timeout=timeout,
             when=when,
             retry=retry,
+            compensate=compensate,
             **routing_options(after, on_failure, max_visits, goto),
         )
 
@@ -169,7 +177,7 @@ class WorkflowBuilder(Generic[InputT]):
             name=name,
             handler=_no_handler,
             signal=signal or name,
-            wait_timeout=None if timeout is None else _seconds(timeout),
+            wait_timeout=None if timeout is None else _seconds(timeout, f"step {name!r}: timeout"),
             **routing_options(after, None, None),
         )
 
@@ -181,7 +189,7 @@ class WorkflowBuilder(Generic[InputT]):
             kind="sleep",
             name=name,
             handler=_no_handler,
-            duration=_seconds(duration),
+            duration=_seconds(duration, f"step {name!r}: sleep duration", zero=True),
             **routing_options(after, None, None),
         )
 
@@ -313,7 +321,7 @@ class WorkflowBuilder(Generic[InputT]):
 
     def deadline(self, seconds: float | timedelta) -> WorkflowBuilder[InputT]:
         """Cancel runs still unfinished ``seconds`` after they were created (even suspended ones)."""
-        return attrs.evolve(self, deadline=_seconds(seconds))
+        return attrs.evolve(self, deadline=_seconds(seconds, f"workflow {self.name!r}: deadline"))
 
     def _add(self, *, name: str, handler: Any, **options: Any) -> WorkflowBuilder[InputT]:
         check_name(name, "step")
@@ -322,8 +330,8 @@ class WorkflowBuilder(Generic[InputT]):
                 f"workflow {self.name!r} already has a step named {name!r}; step names must be unique"
             )
         timeout = options.get("timeout")
-        if isinstance(timeout, int) and not isinstance(timeout, bool):  # validate_step refuses non-numbers
-            options["timeout"] = float(timeout)
+        if timeout is not None:
+            options["timeout"] = _seconds(timeout, f"step {name!r}: timeout")
         spec = validate_step(StepSpec(name=name, handler=handler, **options))
         return attrs.evolve(self, steps=(*self._steps, spec))
 
@@ -356,13 +364,22 @@ def create_workflow(name: str) -> WorkflowBuilder[Any]:
     return WorkflowBuilder(name=name)
 
 
+def as_workflow(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
+    """``workflow`` built if it is a builder, as it is if it is a :class:`Workflow`.
+
+    Raises:
+        TypeError: it is neither.
+    """
+    if isinstance(workflow, WorkflowBuilder):
+        return workflow.build()
+    if isinstance(workflow, Workflow):
+        return workflow
+    raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
+
+
 def _no_handler(ctx: Any) -> None:
     """Wait and sleep steps have no code of their own."""
 
 
-def _seconds(value: float | timedelta) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidStepError(f"expected seconds (a number) or a timedelta, got {value!r}")
-    return float(value)
+def _seconds(value: float | timedelta, name: str, *, zero: bool = False) -> float:
+    return to_seconds(value, name, error=InvalidStepError, zero=zero)

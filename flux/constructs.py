@@ -9,30 +9,36 @@ construct (a parallel group's branches, a branch's cases) are tuples of step spe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
-if TYPE_CHECKING:
-    from flux.plan import StepSpec, Workflow
+from flux._spec import Chain, callable_name, is_async_callable
+
+__all__ = [
+    "DEFAULT_CASE",
+    "BranchSpec",
+    "Chain",
+    "ChildPlan",
+    "ChildSpec",
+    "Construct",
+    "MapSpec",
+    "ParallelSpec",
+]
 
 
-@attrs.frozen(kw_only=True)
-class Chain:
-    """A named sequence of steps run in order: one branch of a group, one case of a branch."""
+class ChildPlan(Protocol):
+    """What a child step's description needs of the child's plan (a :class:`~flux.Workflow`)."""
 
-    name: str
-    steps: tuple[StepSpec, ...]
+    @property
+    def name(self) -> str:
+        """The child workflow's name."""
+        ...
 
-    def shape(self) -> list[Any]:
-        """The chain's part of the plan fingerprint (names, kinds, nested structure)."""
-        from flux.plan import step_shape
-
-        return [self.name, [step_shape(spec) for spec in self.steps]]
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description of the chain and its steps."""
-        return {"name": self.name, "steps": [spec.describe() for spec in self.steps]}
+    @property
+    def fingerprint(self) -> str:
+        """The child plan's fingerprint."""
+        ...
 
 
 @attrs.frozen(kw_only=True)
@@ -79,8 +85,6 @@ class MapSpec:
 
     @is_async.default
     def _detect_async(self) -> bool:
-        from flux.plan import is_async_callable
-
         return is_async_callable(self.fn)
 
     def chains(self) -> tuple[tuple[str, Chain], ...]:
@@ -143,7 +147,7 @@ class BranchSpec:
 class ChildSpec:
     """``.child(name, workflow, input=fn)``: run ``workflow`` as a durable child run."""
 
-    workflow: Workflow[Any] = attrs.field(eq=False)
+    workflow: ChildPlan = attrs.field(eq=False)
     workflow_name: str
     input: Callable[..., Any] | None = attrs.field(default=None, eq=False)
 
@@ -166,8 +170,3 @@ class ChildSpec:
 
 Construct = ParallelSpec | MapSpec | BranchSpec | ChildSpec
 """The parts of a construct step."""
-
-
-def callable_name(fn: object) -> str:
-    """A readable name for a function (its qualified name) or another callable (its type)."""
-    return getattr(fn, "__qualname__", None) or type(fn).__name__

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
-from flux.errors import SerializationError
+from flux.errors import InvalidStepError, SerializationError
 from flux.records import EMPTY, JSON, ErrorInfo
 from flux.result import RunResult
-from flux.serde import copy_json
+from flux.serde import copy_json, valid_text
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
@@ -59,8 +60,10 @@ class RunData(dict[str, JSON]):
         return value
 
     def __setitem__(self, key: str, value: JSON) -> None:
-        if not isinstance(key, str):
-            raise SerializationError(f"ctx.data keys must be str (JSON object keys), got {key!r}")
+        if not isinstance(key, str) or not valid_text(key):
+            raise SerializationError(
+                f"ctx.data keys must be str (JSON object keys) of valid Unicode text, got {key!r}"
+            )
         super().__setitem__(key, value)
         self._touch(key)
 
@@ -185,6 +188,32 @@ class DataCopy(RunData):
 ActionRecorder = Callable[[int, str, str, JSON], Awaitable[None]]
 """Records an action's result: ``(visit seq, step, action name, result)``."""
 
+LogSink = Callable[[int, int, str], None]
+"""Keeps a line logged through ``ctx.log``: ``(visit seq, logging level, message)``."""
+
+
+class StepLogger(logging.LoggerAdapter[logging.Logger]):
+    """``ctx.log``: logs to ``flux.step`` with the run's fields, and hands each line to the
+    engine, which keeps it with the step record whatever the logging configuration."""
+
+    def __init__(self, extra: Mapping[str, object], sink: LogSink | None, seq: int) -> None:
+        super().__init__(_logger, extra)
+        self._sink = sink
+        self._seq = seq
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._sink is not None:
+            try:
+                text = str(msg) % args if args else str(msg)
+            except (TypeError, ValueError):
+                text = " ".join(map(str, (msg, *args)))
+            if kwargs.get("exc_info"):
+                error = sys.exc_info()[1]
+                if error is not None:
+                    text += f" ({type(error).__name__}: {error})"
+            self._sink(self._seq, level, text)
+        super().log(level, msg, *args, **kwargs)
+
 
 @attrs.frozen(kw_only=True)
 class ChildCall:
@@ -255,9 +284,11 @@ class StepContext(Generic[InputT]):
         "_child_runner",
         "_children",
         "_log",
+        "_log_sink",
         "_outputs",
         "_recorder",
         "_seq",
+        "_used",
         "attempt",
         "data",
         "failure",
@@ -282,6 +313,7 @@ class StepContext(Generic[InputT]):
         seq: int = 0,
         failure: ErrorInfo | None = None,
         child_runner: ChildRunner | None = None,
+        log_sink: LogSink | None = None,
     ) -> None:
         self.input = input
         self.data = data
@@ -296,7 +328,9 @@ class StepContext(Generic[InputT]):
         self._seq = seq
         self._child_runner = child_runner
         self._children = 0
-        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._used: set[str] = set()  # action names this attempt has used
+        self._log_sink = log_sink
+        self._log: StepLogger | None = None
 
     @property
     def outputs(self) -> Mapping[str, JSON]:
@@ -339,8 +373,12 @@ class StepContext(Generic[InputT]):
         return f"{self.run_id}:{self.step}"
 
     @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry the run id, workflow, step and attempt."""
+    def log(self) -> StepLogger:
+        """A logger whose records carry the run id, workflow, step and attempt.
+
+        Its lines are also kept with the step record (``result.history[i].logs``), bounded
+        per visit, whether or not logging is configured.
+        """
         if self._log is None:
             extra = {
                 "run_id": self.run_id,
@@ -348,7 +386,7 @@ class StepContext(Generic[InputT]):
                 "step": self.step,
                 "attempt": self.attempt,
             }
-            self._log = logging.LoggerAdapter(_logger, extra)
+            self._log = StepLogger(extra, self._log_sink, self._seq)
         return self._log
 
     @overload
@@ -361,7 +399,23 @@ class StepContext(Generic[InputT]):
         When the step runs again (a retry, or a resume after a crash), a finished action
         returns its recorded result instead of calling ``fn`` again. Use it for the
         expensive or effectful parts of a step.
+
+        Raises:
+            InvalidStepError: ``name`` is not a non-empty str, starts with ``flux:`` (reserved
+                for what flux records), or was used already by this attempt (the second
+                function would never run).
         """
+        if not isinstance(name, str) or not name or name.startswith("flux:"):
+            raise InvalidStepError(
+                f"step {self.step!r}: ctx.action name must be a non-empty str not starting with "
+                f"'flux:' (reserved for flux), got {name!r}"
+            )
+        if name in self._used:
+            raise InvalidStepError(
+                f"step {self.step!r}: ctx.action name {name!r} is used twice in one attempt; the "
+                "second function would never run. Give each action its own name."
+            )
+        self._used.add(name)
         if name in self._actions:
             return self._actions[name]
         result = fn()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from flux.plan import check_name
+from flux._spec import check_name
 
 
 class Directive:

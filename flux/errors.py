@@ -9,7 +9,10 @@ Messages say what was wrong and what to do about it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
+
+from flux._duration import to_seconds
 
 if TYPE_CHECKING:
     from flux.records import ErrorInfo
@@ -157,11 +160,10 @@ class RetryAfter(FluxError):
     against the step's retry budget.
     """
 
-    def __init__(self, delay: float, message: str = "") -> None:
-        if delay < 0:
-            raise ValueError(f"RetryAfter delay must be >= 0 seconds, got {delay!r}")
-        super().__init__(message or f"retry requested after {delay:g}s")
-        self.delay = float(delay)
+    def __init__(self, delay: float | timedelta, message: str = "") -> None:
+        seconds = to_seconds(delay, "RetryAfter delay", zero=True)
+        super().__init__(message or f"retry requested after {seconds:g}s")
+        self.delay = seconds
 
 
 # --- storage errors ----------------------------------------------------------------------

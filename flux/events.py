@@ -18,6 +18,33 @@ import attrs
 
 from flux.records import JSON, ErrorInfo
 
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "EventBus",
+    "EventName",
+    "EventSource",
+    "RollbackComplete",
+    "RollbackStart",
+    "SignalReceived",
+    "StepCompensate",
+    "StepComplete",
+    "StepEvent",
+    "StepFailed",
+    "StepRetry",
+    "StepSkip",
+    "StepStart",
+    "StepSuspend",
+    "Subscriber",
+    "Unsubscribe",
+    "WorkflowCancel",
+    "WorkflowComplete",
+    "WorkflowFailed",
+    "WorkflowResume",
+    "WorkflowStart",
+    "WorkflowSuspend",
+]
+
 logger = logging.getLogger("flux.events")
 
 

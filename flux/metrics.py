@@ -1,4 +1,4 @@
-"""``flux.metrics(result)``: where a run spent its time, read from its history.
+"""``flux.run_metrics(result)``: where a run spent its time, read from its history.
 
 Durations come from the recorded visits' start and finish times, so metrics work on the
 result of ``execute`` as well as on a run loaded later (``engine.get``). Construct visits
@@ -18,6 +18,8 @@ from flux.records import StepRecord
 if TYPE_CHECKING:
     from flux.plan import Workflow
     from flux.result import RunResult
+
+__all__ = ["RunMetrics", "StepMetrics", "run_metrics"]
 
 _KIND = "flux:kind"
 
@@ -81,7 +83,7 @@ class RunMetrics:
         }
 
 
-def metrics(result: RunResult, workflow: Workflow[Any] | None = None) -> RunMetrics:
+def run_metrics(result: RunResult, workflow: Workflow[Any] | None = None) -> RunMetrics:
     """Timing of a run: total and per-step durations, attempts, critical path, parallelism.
 
     Pass the ``workflow`` of a dependency plan (``after=``) to get the critical path along its
@@ -92,7 +94,7 @@ def metrics(result: RunResult, workflow: Workflow[Any] | None = None) -> RunMetr
     >>> async def run():
     ...     async with FluxEngine() as engine:
     ...         return await engine.execute(create_workflow("w").step("a", lambda ctx: 1))
-    >>> metrics(asyncio.run(run())).steps["a"].attempts
+    >>> run_metrics(asyncio.run(run())).steps["a"].attempts
     1
     """
     history = [r for r in result.history if r.started_at is not None and r.finished_at is not None]

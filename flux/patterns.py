@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from flux.context import StepContext
     from flux.records import JSON
 
+__all__ = [
+    "Handler",
+    "StepLike",
+    "batch_process",
+    "conditional",
+    "fan_out_fan_in",
+    "pipeline",
+    "result_of",
+    "retry_with_fallback",
+]
+
 InputT = TypeVar("InputT")
 Handler = Callable[..., Any]
 StepLike = Handler | tuple[str, Handler]
@@ -143,6 +154,3 @@ def _named(step: StepLike) -> tuple[str, Handler]:
     if not isinstance(name, str) or name == "<lambda>":
         raise TypeError(f"give the step {step!r} a name: pipeline(..., ('name', handler))")
     return name.replace("_", "-"), step
-
-
-__all__ = ["batch_process", "conditional", "fan_out_fan_in", "pipeline", "result_of", "retry_with_fallback"]

@@ -8,195 +8,22 @@ routes), not their code; a run stores it, so flux can tell when a stored run mee
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
-import math
-import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
-from flux.errors import (
-    DuplicateStepError,
-    EmptyWorkflowError,
-    InvalidNameError,
-    InvalidStepError,
-    UnknownStepError,
-)
-from flux.retry import RetryPolicy
+from flux._duration import to_seconds
+from flux._mermaid import draw
+from flux._shape import PlanShape, shape_of
+from flux._spec import StepSpec, check_name, is_async_callable, step_shape, validate_step
+from flux.errors import DuplicateStepError, EmptyWorkflowError, InvalidStepError, UnknownStepError
 from flux.serde import InputCodec
 
-if TYPE_CHECKING:
-    from flux._shape import PlanShape
-    from flux.constructs import Construct
+__all__ = ["StepSpec", "Workflow", "fingerprint_of", "is_async_callable"]
 
 InputT = TypeVar("InputT")
-StepKind = Literal["step", "commit", "wait", "sleep", "parallel", "map", "branch", "child"]
-DEFAULT_MAX_VISITS = 100
-
-_SHAPES = {"step": '["{}"]', "commit": '[["{}"]]', "wait": '{{{{"{}"}}}}', "sleep": '(["{}"])'}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\- ]{0,127}$")
-
-
-def check_name(name: object, what: str) -> str:
-    """Return ``name`` if it is a valid workflow or step name, else raise InvalidNameError."""
-    if not isinstance(name, str) or not _NAME.match(name) or name != name.strip():
-        raise InvalidNameError(
-            f"invalid {what} name {name!r}: use 1 to 128 characters from letters, digits, "
-            "'_', '-', '.', ':' and inner spaces, starting with a letter or digit"
-        )
-    return name
-
-
-def is_async_callable(fn: object) -> bool:
-    """True for ``async def`` functions and objects whose ``__call__`` is one."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - we want the attribute itself
-    )
-
-
-def _callable_name(fn: object) -> str:
-    return getattr(fn, "__qualname__", None) or type(fn).__name__
-
-
-@attrs.frozen(kw_only=True)
-class StepSpec:
-    """One step of a plan.
-
-    ``retries`` and ``timeout`` are None when the step leaves them to the engine's defaults.
-    Wait steps (``kind="wait"``) name their ``signal`` and ``wait_timeout``; sleep steps
-    (``kind="sleep"``) have a ``duration`` in seconds or an ``until(ctx) -> datetime``.
-    ``after`` lists the steps a step of a dependency plan waits for (None: the step before it);
-    ``on_failure`` names the step a failure is routed to; ``goto`` declares the steps its
-    handler may jump to (None: any step of its chain); ``max_visits`` bounds how often the
-    step may be reached (``goto`` loops); ``construct`` holds the parts of a parallel group,
-    map, branch or child step.
-    """
-
-    name: str
-    handler: Callable[..., Any] = attrs.field(eq=False)
-    kind: StepKind = "step"
-    retries: int | None = None
-    timeout: float | None = None
-    retry: RetryPolicy | None = None
-    when: Callable[..., Any] | None = attrs.field(default=None, eq=False)
-    compensate: Callable[..., Any] | None = attrs.field(default=None, eq=False)
-    signal: str | None = None
-    wait_timeout: float | None = None
-    duration: float | None = None
-    until: Callable[..., Any] | None = attrs.field(default=None, eq=False)
-    after: tuple[str, ...] | None = None
-    on_failure: str | None = None
-    goto: tuple[str, ...] | None = None
-    max_visits: int = DEFAULT_MAX_VISITS
-    construct: Construct | None = None
-    is_async: bool = attrs.field(eq=False)
-
-    @is_async.default
-    def _detect_async(self) -> bool:
-        return is_async_callable(self.handler)
-
-    @property
-    def commit(self) -> bool:
-        """True for commit steps (irreversible side effects; called again on replay)."""
-        return self.kind == "commit"
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description of the step."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "handler": _callable_name(self.handler),
-            "retries": self.retries,
-            "timeout": self.timeout,
-            "retry_policy": None if self.retry is None else self.retry.max_attempts,
-            "conditional": self.when is not None,
-            "compensate": None if self.compensate is None else _callable_name(self.compensate),
-            "signal": self.signal,
-            "wait_timeout": self.wait_timeout,
-            "duration": self.duration,
-            "after": None if self.after is None else list(self.after),
-            "on_failure": self.on_failure,
-            "goto": None if self.goto is None else list(self.goto),
-            "max_visits": self.max_visits,
-            **({} if self.construct is None else self.construct.describe()),
-        }
-
-
-def validate_step(spec: StepSpec) -> StepSpec:
-    """Check one step on its own; raises an InvalidStepError saying how to fix it."""
-    where = f"step {spec.name!r}"
-    if not callable(spec.handler):
-        raise InvalidStepError(
-            f"{where}: the handler must be a function taking a StepContext, got {spec.handler!r}"
-        )
-    retries = spec.retries
-    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):
-        raise InvalidStepError(f"{where}: retries must be an int >= 0, got {retries!r}")
-    timeout = spec.timeout
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf
-    ):
-        raise InvalidStepError(
-            f"{where}: timeout must be a positive, finite number of seconds, got {timeout!r}"
-        )
-    if spec.retry is not None and not isinstance(spec.retry, RetryPolicy):
-        raise InvalidStepError(f"{where}: retry= takes a RetryPolicy, got {spec.retry!r}")
-    for option in ("when", "compensate"):
-        value = getattr(spec, option)
-        if value is not None and not callable(value):
-            raise InvalidStepError(f"{where}: {option}= must be callable, got {value!r}")
-    if spec.wait_timeout is not None and not spec.wait_timeout > 0:
-        raise InvalidStepError(
-            f"{where}: a wait timeout must be a positive number of seconds, got {spec.wait_timeout!r}"
-        )
-    if spec.duration is not None and not spec.duration >= 0:
-        raise InvalidStepError(f"{where}: a sleep duration must be >= 0 seconds, got {spec.duration!r}")
-    if spec.until is not None and not callable(spec.until):
-        raise InvalidStepError(f"{where}: sleep_until takes a function ctx -> datetime, got {spec.until!r}")
-    if spec.signal is not None:
-        check_name(spec.signal, "signal")
-    _validate_routing(spec, where)
-    if spec.commit and spec.compensate is not None:
-        raise InvalidStepError(
-            f"{where}: a commit step cannot take compensate=; commit steps are irreversible. "
-            "Use .step(...) if the effect can be undone."
-        )
-    return spec
-
-
-def _validate_routing(spec: StepSpec, where: str) -> None:
-    visits = spec.max_visits
-    if isinstance(visits, bool) or not isinstance(visits, int) or visits < 1:
-        raise InvalidStepError(f"{where}: max_visits must be an int >= 1, got {visits!r}")
-    if spec.on_failure is not None:
-        check_name(spec.on_failure, "on_failure target")
-    for option in ("after", "goto"):
-        names = getattr(spec, option)
-        if names is None:
-            continue
-        if isinstance(names, str) or not isinstance(names, tuple):
-            raise InvalidStepError(f"{where}: {option}= takes a list of step names, got {names!r}")
-        for name in names:
-            check_name(name, f"{option}= target")
-
-
-def step_shape(spec: StepSpec) -> list[Any]:
-    """A step's part of the fingerprint: ``[name, kind]`` plus its structure, if it has any."""
-    shape: list[Any] = [spec.name, spec.kind]
-    extra: dict[str, Any] = {}
-    if spec.after is not None:
-        extra["after"] = list(spec.after)
-    if spec.on_failure is not None:
-        extra["on_failure"] = spec.on_failure
-    if spec.goto is not None:
-        extra["goto"] = list(spec.goto)
-    if spec.construct is not None:
-        extra.update(spec.construct.shape())
-    if extra:
-        shape.append(extra)
-    return shape
 
 
 def fingerprint_of(name: str, steps: tuple[StepSpec, ...]) -> str:
@@ -247,14 +74,9 @@ class Workflow(Generic[InputT]):
             )
         for spec in self.steps:
             validate_step(spec)
-        from flux._shape import shape_of
-
         object.__setattr__(self, "_shape", shape_of(self.name, self.steps))
-        if self.deadline is not None and not self.deadline > 0:
-            raise InvalidStepError(
-                f"workflow {self.name!r}: deadline must be a positive number of seconds, "
-                f"got {self.deadline!r}"
-            )
+        if self.deadline is not None:
+            to_seconds(self.deadline, f"workflow {self.name!r}: deadline", error=InvalidStepError)
 
     @property
     def signals(self) -> frozenset[str]:
@@ -315,20 +137,4 @@ class Workflow(Generic[InputT]):
         diamonds, maps as parallelograms, child workflows as flags, dependencies as
         edges, ``on_failure`` routes as dotted edges labelled ``on failure``.
         """
-        if not self.plain or any(spec.kind == "child" for spec in self.steps):
-            from flux._mermaid import draw
-
-            return draw(self)
-        lines = ["flowchart TD", "    start((start))"]
-        previous = "start"
-        for i, spec in enumerate(self.steps):
-            node = f"s{i}"
-            label = spec.name.replace('"', "'")
-            shape = _SHAPES[spec.kind].format(label)
-            lines.append(f"    {node}{shape}")
-            edge = " -. when .-> " if spec.when is not None else " --> "
-            lines.append(f"    {previous}{edge}{node}")
-            previous = node
-        lines.append("    done((end))")
-        lines.append(f"    {previous} --> done")
-        return "\n".join(lines)
+        return draw(self.steps, self._shape)

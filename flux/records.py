@@ -23,6 +23,14 @@ JSON = Any
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 """The shared empty mapping of records that changed no data and recorded no actions."""
 
+
+def frozen_labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
+    """``labels`` as a read-only mapping (shared when it already is one; EMPTY for none)."""
+    if isinstance(labels, MappingProxyType):
+        return labels
+    return MappingProxyType(dict(labels)) if labels else EMPTY
+
+
 # Step visits whose data changes and outputs count towards the run's state.
 _EFFECTIVE = frozenset(
     {StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.COMPENSATING, StepStatus.COMPENSATED}
@@ -78,6 +86,32 @@ class ErrorInfo:
 
 
 @attrs.frozen(kw_only=True)
+class LogLine:
+    """One line a handler logged through ``ctx.log``, kept with its step record.
+
+    ``level`` is the logging level's name in lower case (``"info"``, ``"warning"``,
+    ``"error"``...); ``time`` comes from the engine's clock.
+    """
+
+    level: str
+    time: datetime
+    message: str
+
+    def to_json(self) -> dict[str, JSON]:
+        """``{"level": ..., "time": <ISO 8601>, "message": ...}``."""
+        return {"level": self.level, "time": self.time.isoformat(), "message": self.message}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, JSON]) -> LogLine:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            level=str(raw["level"]),
+            time=datetime.fromisoformat(str(raw["time"])),
+            message=str(raw["message"]),
+        )
+
+
+@attrs.frozen(kw_only=True)
 class StepRecord:
     """One visit of one step in a run.
 
@@ -92,6 +126,8 @@ class StepRecord:
         actions: recorded results of ``ctx.action`` calls made inside the step, by action name.
         wake_at: when a sleeping step, a waiting step's timeout or a stored retry delay is due.
         waiting_for: the signal a suspended visit waits for.
+        logs: the lines its handler logged through ``ctx.log``, across attempts, bounded (see
+            ``FluxEngine(log_limits=...)``).
     """
 
     seq: int
@@ -108,6 +144,7 @@ class StepRecord:
     actions: Mapping[str, JSON] = EMPTY
     wake_at: datetime | None = None
     waiting_for: str | None = None
+    logs: tuple[LogLine, ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -115,6 +152,52 @@ class StepRecord:
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    def to_json(self) -> dict[str, JSON]:
+        """A JSON-able dict of every field (datetimes as ISO 8601 text)."""
+        return {
+            "seq": self.seq,
+            "step": self.step,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "error": None if self.error is None else self.error.to_json(),
+            "output": self.output,
+            "data_set": dict(self.data_set),
+            "data_unset": list(self.data_unset),
+            "condition": self.condition,
+            "actions": dict(self.actions),
+            "wake_at": _iso(self.wake_at),
+            "waiting_for": self.waiting_for,
+            "logs": [line.to_json() for line in self.logs],
+        }
+
+    @classmethod
+    def from_json(cls, raw: JSON) -> StepRecord:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: ``raw`` is not such a dict; the message names the field.
+        """
+        doc = _Doc(raw, "step record")
+        return cls(
+            seq=doc.get("seq", int),
+            step=doc.get("step", str),
+            status=doc.enum("status", StepStatus),
+            attempts=doc.get("attempts", int, 0),
+            started_at=doc.time("started_at"),
+            finished_at=doc.time("finished_at"),
+            error=doc.error("error"),
+            output=doc.raw.get("output"),
+            data_set=doc.get("data_set", dict, {}),
+            data_unset=tuple(doc.get("data_unset", list, [])),
+            condition=doc.get("condition", bool, None),
+            actions=doc.get("actions", dict, {}),
+            wake_at=doc.time("wake_at"),
+            waiting_for=doc.get("waiting_for", str, None),
+            logs=tuple(LogLine.from_json(line) for line in doc.get("logs", list, [])),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -125,7 +208,8 @@ class RunRecord:
     ``wake_at`` is when a pending or suspended run is next due (a timer, a stored retry, a
     signal that arrived, its deadline); ``deadline_at`` is when it is cancelled if unfinished;
     ``cancel_requested`` (``{"reason": ..., "compensate": ...}``) is a cancellation asked for
-    while another process drives the run.
+    while another process drives the run. ``labels`` (str to str, read-only) are set when the
+    run is created and never change; ``checkpoint`` does not write them.
     """
 
     id: str
@@ -142,6 +226,7 @@ class RunRecord:
     wake_at: datetime | None = None
     deadline_at: datetime | None = None
     cancel_requested: Mapping[str, JSON] | None = None
+    labels: Mapping[str, str] = attrs.field(default=EMPTY, converter=frozen_labels)
     steps: tuple[StepRecord, ...] = ()
 
     @property
@@ -160,6 +245,66 @@ class RunRecord:
         if self.finished_at is None:
             return None
         return (self.finished_at - self.created_at).total_seconds()
+
+    def to_json(self) -> dict[str, JSON]:
+        """The run and its step records as one JSON-able dict (datetimes as ISO 8601 text).
+
+        >>> from datetime import UTC, datetime
+        >>> now = datetime(2030, 1, 1, tzinfo=UTC)
+        >>> run = RunRecord(id="r1", workflow="wf", fingerprint="fp", status=RunStatus.COMPLETED,
+        ...                 created_at=now, updated_at=now, labels={"tenant": "acme"})
+        >>> RunRecord.from_json(run.to_json()) == run
+        True
+        """
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "fingerprint": self.fingerprint,
+            "status": self.status.value,
+            "input": self.input,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "finished_at": _iso(self.finished_at),
+            "error": None if self.error is None else self.error.to_json(),
+            "owner": self.owner,
+            "lease_expires_at": _iso(self.lease_expires_at),
+            "wake_at": _iso(self.wake_at),
+            "deadline_at": _iso(self.deadline_at),
+            "cancel_requested": None if self.cancel_requested is None else dict(self.cancel_requested),
+            "labels": dict(self.labels),
+            "steps": [step.to_json() for step in self.steps],
+        }
+
+    @classmethod
+    def from_json(cls, raw: JSON) -> RunRecord:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: ``raw`` is not such a dict; the message names the field that is wrong.
+        """
+        doc = _Doc(raw, "run")
+        steps = doc.get("steps", list, [])
+        labels = doc.get("labels", dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise ValueError(f"run field 'labels' must map strings to strings, got {labels!r}")
+        return cls(
+            id=doc.get("id", str),
+            workflow=doc.get("workflow", str),
+            fingerprint=doc.get("fingerprint", str),
+            status=doc.enum("status", RunStatus),
+            input=doc.raw.get("input"),
+            created_at=doc.required_time("created_at"),
+            updated_at=doc.required_time("updated_at"),
+            finished_at=doc.time("finished_at"),
+            error=doc.error("error"),
+            owner=doc.get("owner", str, None),
+            lease_expires_at=doc.time("lease_expires_at"),
+            wake_at=doc.time("wake_at"),
+            deadline_at=doc.time("deadline_at"),
+            cancel_requested=doc.get("cancel_requested", dict, None),
+            labels=labels,
+            steps=tuple(StepRecord.from_json(step) for step in steps),
+        )
 
 
 def replay_data(steps: Iterable[StepRecord]) -> dict[str, JSON]:
@@ -211,16 +356,44 @@ class SignalRecord:
     created_at: datetime
     consumed_by: int | None = None
 
+    def to_json(self) -> dict[str, JSON]:
+        """A JSON-able dict of every field (``created_at`` as ISO 8601 text)."""
+        return {
+            "id": self.id,
+            "run_id": self.run_id,
+            "name": self.name,
+            "payload": self.payload,
+            "created_at": _iso(self.created_at),
+            "consumed_by": self.consumed_by,
+        }
+
+    @classmethod
+    def from_json(cls, raw: JSON) -> SignalRecord:
+        """The inverse of :meth:`to_json`; raises ``ValueError`` naming a wrong field."""
+        doc = _Doc(raw, "signal")
+        return cls(
+            id=doc.get("id", int),
+            run_id=doc.get("run_id", str),
+            name=doc.get("name", str),
+            payload=doc.raw.get("payload"),
+            created_at=doc.required_time("created_at"),
+            consumed_by=doc.get("consumed_by", int, None),
+        )
+
 
 @attrs.frozen(kw_only=True)
 class RunFilter:
     """What :meth:`Storage.list` returns: newest first, then ``offset`` and ``limit``.
 
-    ``status`` is one status or several; ``None`` fields do not filter.
+    ``status`` is one status or several; ``labels`` keeps runs that carry every given label
+    (key and value); ``None`` fields do not filter.
     """
 
     workflow: str | None = None
     status: frozenset[RunStatus] | None = attrs.field(default=None, converter=_statuses)
+    labels: Mapping[str, str] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(frozen_labels)
+    )
     limit: int | None = None
     offset: int = 0
 
@@ -231,7 +404,73 @@ class RunFilter:
             raise ValueError(f"offset must be >= 0, got {self.offset}")
 
     def matches(self, run: RunRecord) -> bool:
-        """True when ``run`` passes the name and status filters (limit/offset aside)."""
+        """True when ``run`` passes the name, status and label filters (limit/offset aside)."""
         if self.workflow is not None and run.workflow != self.workflow:
             return False
+        if self.labels and any(run.labels.get(k) != v for k, v in self.labels.items()):
+            return False
         return self.status is None or run.status in self.status
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_MISSING: Any = object()
+
+
+class _Doc:
+    """Typed reads from one decoded JSON object, with errors that name the field."""
+
+    def __init__(self, raw: JSON, what: str) -> None:
+        if not isinstance(raw, dict):
+            raise ValueError(f"a {what} must be a JSON object, got {type(raw).__name__} {raw!r:.60}")
+        self.raw: dict[str, JSON] = raw
+        self.what = what
+
+    def get(self, key: str, kind: type[Any], default: Any = _MISSING) -> Any:
+        value = self.raw.get(key, _MISSING)
+        if value is _MISSING or (value is None and default is not _MISSING):
+            if default is _MISSING:
+                raise ValueError(f"{self.what} field {key!r} is missing")
+            return default
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(
+                f"{self.what} field {key!r} must be {kind.__name__}, got {type(value).__name__} {value!r:.60}"
+            )
+        return value
+
+    def enum(self, key: str, kind: type[Any]) -> Any:
+        value = self.get(key, str)
+        try:
+            return kind(value)
+        except ValueError:
+            known = ", ".join(item.value for item in kind)
+            raise ValueError(f"{self.what} field {key!r} is {value!r}; use one of: {known}") from None
+
+    def time(self, key: str) -> datetime | None:
+        text = self.get(key, str, None)
+        if text is None:
+            return None
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{self.what} field {key!r} is not an ISO 8601 time: {text!r}") from None
+        if value.tzinfo is None:
+            raise ValueError(f"{self.what} field {key!r} has no timezone: {text!r} (add +00:00)")
+        return value
+
+    def required_time(self, key: str) -> datetime:
+        value = self.time(key)
+        if value is None:
+            raise ValueError(f"{self.what} field {key!r} is missing")
+        return value
+
+    def error(self, key: str) -> ErrorInfo | None:
+        raw = self.get(key, dict, None)
+        if raw is None:
+            return None
+        try:
+            return ErrorInfo.from_json(raw)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{self.what} field {key!r} is not a recorded error: {exc}") from None

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar, overload
 
 import attrs
 
+from flux._duration import to_count, to_seconds
 from flux.clock import Clock, SystemClock
 from flux.errors import NonRetryableError, RetryAfter, SerializationError
 
@@ -25,9 +26,13 @@ _NON_RETRYABLE: tuple[type[BaseException], ...] = (
     KeyError,
     AttributeError,
     LookupError,
-    NotImplementedError,
-    AssertionError,
     SerializationError,
+    # Bugs in the handler's own code: another attempt runs the same code and fails the same way.
+    NameError,  # UnboundLocalError too
+    ImportError,  # ModuleNotFoundError too
+    SyntaxError,
+    AssertionError,
+    NotImplementedError,
 )
 
 
@@ -45,8 +50,10 @@ def is_retryable_error(exc: BaseException) -> bool:
     """Whether ``exc`` is worth another attempt.
 
     Retry: timeouts, connection errors, 5xx-style errors (and 408/429), and anything unknown.
-    Do not retry: :class:`NonRetryableError`, validation, type and value errors, and other
-    4xx-style errors.
+    Do not retry: :class:`NonRetryableError`, validation, type and value errors, other
+    4xx-style errors, and the errors of a bug in the handler's code (``NameError``,
+    ``UnboundLocalError``, ``ImportError``, ``SyntaxError``, ``AssertionError``,
+    ``NotImplementedError``), which another attempt would only repeat.
 
     >>> is_retryable_error(TimeoutError()), is_retryable_error(ValueError("bad"))
     (True, False)
@@ -108,24 +115,35 @@ class RetryPolicy:
 
     def __attrs_post_init__(self) -> None:
         problems = []
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("max_attempts", lambda: to_count(self.max_attempts, "max_attempts", minimum=1)),
+            ("initial_delay", lambda: to_seconds(self.initial_delay, "initial_delay", zero=True)),
+            ("max_delay", lambda: to_seconds(self.max_delay, "max_delay", zero=True)),
+        ]
+        for name, check in checks:
+            try:
+                value = check()
+            except ValueError as exc:
+                problems.append(str(exc))
+            else:
+                object.__setattr__(self, name, value)  # a timedelta delay becomes seconds
         # Written as "not (valid)" so that NaN, which fails every comparison, is refused too.
-        if self.max_attempts < 1:
-            problems.append(f"max_attempts must be >= 1 (got {self.max_attempts})")
-        if not (self.initial_delay >= 0 and self.max_delay >= 0):
+        if not 1 <= self.backoff_multiplier < math.inf:
             problems.append(
-                f"delays must be >= 0 seconds (got initial_delay={self.initial_delay}, "
-                f"max_delay={self.max_delay})"
+                f"backoff_multiplier must be a finite number >= 1; got {self.backoff_multiplier!r}"
             )
-        if not self.backoff_multiplier >= 1:
-            problems.append(f"backoff_multiplier must be >= 1 (got {self.backoff_multiplier})")
         if not 0 <= self.jitter <= 1:
-            problems.append(f"jitter must be a fraction between 0 and 1 (got {self.jitter})")
+            problems.append(f"jitter must be a fraction between 0 and 1; got {self.jitter!r}")
         if problems:
             raise ValueError("invalid RetryPolicy: " + "; ".join(problems))
 
     def with_retries(self, retries: int) -> RetryPolicy:
-        """This policy with ``retries`` retries after the first attempt."""
-        return attrs.evolve(self, max_attempts=retries + 1)
+        """This policy with ``retries`` retries after the first attempt.
+
+        Raises:
+            ValueError: ``retries`` is not an int >= 0.
+        """
+        return attrs.evolve(self, max_attempts=to_count(retries, "retries", minimum=0) + 1)
 
     def should_retry(self, exc: BaseException, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (1-based), which raised ``exc``, gets a successor."""

@@ -7,12 +7,15 @@ with enums and datetimes inside) into JSON and back, so a resumed run sees the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
 
+import attrs
 import cattrs
 import cattrs.cols
 
@@ -21,12 +24,40 @@ from flux.errors import InvalidInputError, SerializationError
 T = TypeVar("T")
 JSON = Any
 
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _loads = json.loads
 
 
+def _make_dumps() -> Callable[[JSON], str]:
+    """Compact JSON encoding. ``JSONEncoder.encode`` builds a new C encoder for every call,
+    which costs as much as encoding a small value: build one once and keep it. Without
+    ``markers`` it does not look for cycles (a cycle raises RecursionError)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - Pythons without the C accelerator
+        return _ENCODER.encode
+    encode = make(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+    def dumps(value: JSON) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article, by its first letter: ``"an Order"``, ``"a Ticket"``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def dumps(value: JSON) -> str:
-    """Encode ``value`` as compact JSON text (raises ``TypeError``/``ValueError`` if impossible)."""
+    """Encode ``value`` as compact JSON text.
+
+    Raises:
+        TypeError, ValueError: ``value`` holds something JSON cannot encode (or NaN/infinity).
+        RecursionError: ``value`` contains itself (or is nested too deeply).
+    """
     return _dumps(value)
 
 
@@ -35,23 +66,83 @@ def loads(text: str) -> JSON:
     return _loads(text)
 
 
+SHARED = frozenset({str, int, float, bool, type(None)})
+"""The immutable JSON types (exact types, not subclasses): a copy shares them."""
+
+
 def copy_json(value: JSON) -> JSON:
-    """A deep copy of a JSON value (fast paths for scalars)."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """A deep copy of a JSON value, made structurally: dicts and lists are copied, scalars shared.
+
+    Anything else (a tuple, an enum, a dict with a non-str key) is copied through a JSON encode
+    and decode, so the copy is what a JSON store would give back (a tuple becomes a list).
+    """
+    kind = type(value)
+    if kind in SHARED:
         return value
+    if kind is dict:
+        copy = value.copy()  # then replace what is not shared (same size: safe while iterating)
+        for key, item in copy.items():
+            if type(key) is not str:
+                return _loads(_dumps(value))
+            if type(item) not in SHARED:
+                copy[key] = copy_json(item)
+        return copy
+    if kind is list:
+        return [item if type(item) in SHARED else copy_json(item) for item in value]
     return _loads(_dumps(value))
+
+
+def _utf8(text: str) -> bool:
+    """True when ``text`` encodes as UTF-8 (no lone surrogates, which no database stores)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_DIGITS = sys.get_int_max_str_digits()
+_SAFE_BITS = int(_DIGITS * 3.32) - 8 if _DIGITS else sys.maxsize  # fewer bits: fewer digits
+
+
+def _int_ok(value: int) -> bool:
+    """True when ``value`` can be written as text (Python refuses ints over its digit limit)."""
+    if value.bit_length() <= _SAFE_BITS:
+        return True
+    try:
+        str(value)
+    except ValueError:
+        return False
+    return True
+
+
+def valid_text(value: str) -> bool:
+    """True when ``value`` is valid Unicode text (no lone surrogate), which storage can hold."""
+    return value.isascii() or _utf8(value)
+
+
+def _bad_scalar(value: Any) -> str | None:
+    """A description of a str or int that cannot be stored, else None."""
+    if isinstance(value, str) and not valid_text(value):
+        return f"a str with a lone surrogate ({value!r}), which is not valid Unicode text"
+    if isinstance(value, int) and not isinstance(value, bool) and not _int_ok(value):
+        return f"an int with more than {_DIGITS} digits (Python's limit for writing it as text)"
+    return None
 
 
 def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
     """The path and a description of the first part of ``value`` that is not JSON."""
     if value is None or isinstance(value, str | bool | int):
-        return None
+        bad = _bad_scalar(value)
+        return None if bad is None else (path, bad)
     if isinstance(value, float):
         return None if math.isfinite(value) else (path, f"the float {value!r} (JSON has no NaN/inf)")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return (path, f"the non-string key {key!r}")
+            if not valid_text(key):
+                return (path, f"the key {key!r}, a str with a lone surrogate (not valid Unicode text)")
             found = _find_bad(item, f"{path}[{key!r}]")
             if found:
                 return found
@@ -62,32 +153,53 @@ def _find_bad(value: Any, path: str) -> tuple[str, str] | None:
             if found:
                 return found
         return None
-    return (path, f"a {type(value).__name__} object")
-
-
-_SCALARS = frozenset({str, int, bool, type(None)})
+    return (path, f"{a_or_an(type(value).__name__)} object")
 
 
 def _is_json(value: Any) -> bool:
-    """True when ``value`` holds only JSON types (str keys, finite floats); fast on exact types."""
+    """True when ``value`` holds only JSON that storage can hold (str keys, valid Unicode text,
+    finite floats, ints within Python's digit limit); fast on exact types."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind is str:
+        return value.isascii() or _utf8(value)
+    if kind is int:
+        return value.bit_length() <= _SAFE_BITS or _int_ok(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is bool or value is None:
         return True
+    if kind is dict:
+        for key, item in value.items():
+            if not (type(key) is str and key.isascii()) and not (isinstance(key, str) and valid_text(key)):
+                return False
+            if type(item) is str:
+                if not item.isascii() and not _utf8(item):
+                    return False
+            elif type(item) is not bool and item is not None and not _is_json(item):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_is_json(item) for item in value if type(item) is not bool and item is not None)
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(isinstance(key, str) for key in value) and all(map(_is_json, value.values()))
+        return all(isinstance(key, str) and valid_text(key) for key in value) and all(
+            map(_is_json, value.values())
+        )
     if isinstance(value, list | tuple):
         return all(map(_is_json, value))
-    return isinstance(value, str | int)  # str and int subclasses (enums)
+    return isinstance(value, str | int) and _bad_scalar(value) is None  # subclasses (enums)
 
 
 def check_json(value: JSON, where: str, *, step: str | None = None) -> None:
     """Raise :class:`SerializationError` unless ``value`` can be stored as JSON.
 
-    ``where`` names the value for the message (``"output of step 'fetch'"``, ``"ctx.data"``...).
+    Refused besides non-JSON types: NaN and infinity, non-str keys, strs holding lone
+    surrogates and ints longer than Python's str-conversion digit limit (no backend can store
+    them). ``where`` names the value for the message (``"output of step 'fetch'"``,
+    ``"ctx.data"``...).
     """
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or value is True or value is False:
         return
     try:
         # json.dumps would quietly turn non-str keys ({1: "a"}) into strings: walk instead.
@@ -188,7 +300,7 @@ class InputCodec(Generic[T]):
             try:
                 check_json(value, "the input")
             except SerializationError as exc:
-                raise InvalidInputError(f"invalid input for workflow {self.workflow!r}: {exc}") from None
+                raise InvalidInputError(self._untyped_message(value, exc)) from None
             return value, copy_json(value)
         typed = self._typed(value)
         try:
@@ -203,11 +315,43 @@ class InputCodec(Generic[T]):
             ) from None
         return typed, raw
 
+    def _untyped_message(self, value: Any, exc: SerializationError) -> str:
+        """Why an input that is not JSON was refused by a workflow without ``.input(T)``."""
+        kind = type(value)
+        if dataclasses.is_dataclass(kind) or attrs.has(kind):
+            name = kind.__name__
+            return (
+                f"invalid input for workflow {self.workflow!r}: got {a_or_an(name)}, but the workflow "
+                f"declares no input type. Declare it with create_workflow({self.workflow!r}).input({name}) "
+                f"and handlers get {a_or_an(name)} as ctx.input (execute then also accepts a dict of its "
+                "fields); or pass a dict."
+            )
+        hint = (
+            " If this dict is a TypedDict, declare it with .input(T): a typed input stores dates, "
+            "datetimes and enums as JSON and gives them back to handlers as they were."
+            if isinstance(value, dict)
+            else ""
+        )
+        return f"invalid input for workflow {self.workflow!r}: {exc}{hint}"
+
     def restore(self, raw: JSON) -> T:
-        """Rebuild the typed input from its stored JSON form."""
+        """Rebuild the typed input from its stored JSON form.
+
+        Raises:
+            InvalidInputError: the stored input no longer fits the type (a field was added
+                or changed since the run started); the message names the field.
+        """
         if self.kind is None:
             return raw  # type: ignore[no-any-return]
-        return _CONVERTER.structure(copy_json(raw), self.kind)
+        try:
+            return _CONVERTER.structure(copy_json(raw), self.kind)
+        except Exception as exc:
+            details = "; ".join(_messages(exc))
+            raise InvalidInputError(
+                f"the stored input of a run of workflow {self.workflow!r} no longer fits "
+                f"{self.type_name}: {details}. The input type changed since the run started: "
+                "give new fields defaults, or register the old workflow version."
+            ) from None
 
     def _typed(self, value: Any) -> T:
         assert self.kind is not None
@@ -218,7 +362,7 @@ class InputCodec(Generic[T]):
             except TypeError:  # TypedDicts and generics refuse isinstance
                 pass
             raise InvalidInputError(
-                f"invalid input for workflow {self.workflow!r}: expected a {self.type_name} or a "
+                f"invalid input for workflow {self.workflow!r}: expected {a_or_an(self.type_name)} or a "
                 f"dict of its fields, got {type(value).__name__} {value!r}"
             )
         try:
@@ -227,5 +371,5 @@ class InputCodec(Generic[T]):
             details = "; ".join(_messages(exc))
             raise InvalidInputError(
                 f"invalid input for workflow {self.workflow!r} (expects {self.type_name}): "
-                f"{details}. Pass a {self.type_name} or a dict with its fields."
+                f"{details}. Pass {a_or_an(self.type_name)} or a dict with its fields."
             ) from None

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import attrs
 
+from flux._duration import to_seconds
+from flux._spec import check_name
 from flux.control import Directive
-from flux.plan import check_name
 
 
 @attrs.frozen(kw_only=True)
@@ -28,7 +29,5 @@ def wait(signal: str, timeout: float | timedelta | None = None) -> WaitRequest:
     WaitRequest(signal='approved', timeout=60.0)
     """
     check_name(signal, "signal")
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"wait timeout must be a positive number of seconds, got {timeout!r}")
-    return WaitRequest(signal=signal, timeout=None if seconds is None else float(seconds))
+    seconds = None if timeout is None else to_seconds(timeout, "wait timeout")
+    return WaitRequest(signal=signal, timeout=seconds)

@@ -11,32 +11,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
+from flux._duration import to_count, to_seconds
+from flux._scheduler import ScheduleRunner, SchedulingEngine
 from flux.clock import Clock
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.engine._work import WorkSource
 from flux.records import RunRecord
 from flux.result import RunResult
+from flux.schedule import Schedule
 from flux.status import RunStatus
 from flux.storage.protocol import Storage
 
 logger = logging.getLogger("flux.worker")
 
 
-class WorkerEngine(Protocol):
-    """What a worker needs of a :class:`~flux.FluxEngine`."""
+class WorkerEngine(SchedulingEngine, Protocol):
+    """What a worker needs of a :class:`~flux.FluxEngine`: its storage, clock and owner id,
+    and :class:`~flux.engine._work.WorkSource`, the small interface for claiming and driving."""
 
     storage: Storage
     clock: Clock
     owner: str
+    poll_interval: float
     work: WorkSource
 
     async def start_engine(self) -> None: ...
 
-    def notify(self) -> None: ...
+    def notify(self, reason: str | None = None, run_id: str | None = None) -> None: ...
 
     async def check_cancel_requests(self) -> int: ...
 
@@ -49,15 +55,22 @@ class Worker:
         concurrency: at most this many runs in flight at once.
         grace_period: on stop, seconds to let running steps finish before they are cancelled
             (their runs are released for another worker to take over).
+        schedules: cron :class:`~flux.Schedule` objects this worker fires (each slot starts
+            one run, however many workers share the schedule).
 
     Use ``async with engine.worker(concurrency=4):`` or ``await Worker(engine).run()``.
     """
 
-    def __init__(self, engine: WorkerEngine, *, concurrency: int = 10, grace_period: float = 30.0) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if grace_period < 0:
-            raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period}")
+    def __init__(
+        self,
+        engine: WorkerEngine,
+        *,
+        concurrency: int = 10,
+        grace_period: float = 30.0,
+        schedules: Iterable[Schedule] = (),
+    ) -> None:
+        to_count(concurrency, "concurrency", minimum=1)
+        grace_period = to_seconds(grace_period, "grace_period", zero=True)
         self.engine = engine
         self.concurrency = concurrency
         self.grace_period = grace_period
@@ -65,6 +78,7 @@ class Worker:
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._skipped: set[str] = set()
+        self._schedules = ScheduleRunner(engine, schedules)
         self.completed = 0
         """Runs this worker drove to an end or a suspension."""
 
@@ -81,6 +95,7 @@ class Worker:
     async def run(self, *, handle_signals: bool = False) -> None:
         """Claim and drive runs until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
         await self.engine.start_engine()
+        await self._schedules.start()
         loop = asyncio.get_running_loop()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -88,20 +103,39 @@ class Worker:
         work = self.engine.work
         try:
             while not self._stopping:
+                idle = self.engine.poll_interval
                 try:
+                    await self._schedules.tick()
                     await self._fill()
                     await self.engine.check_cancel_requests()
+                    idle = await self._idle_time()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
-                await work.idle()
+                await work.idle(idle)  # on the engine's clock
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             await self._drain()
 
+    async def _idle_time(self) -> float:
+        """Seconds to wait for a wake-up: the poll interval, or less when a run is due sooner.
+
+        A clock that tells when it moves (a test's FakeClock) wakes the worker itself.
+        """
+        engine = self.engine
+        if callable(getattr(engine.clock, "subscribe", None)):
+            return engine.poll_interval
+        wake_at = await engine.storage.next_wake()
+        if wake_at is None:
+            return engine.poll_interval
+        seconds = (wake_at - engine.clock.now()).total_seconds()
+        # Due already but not taken here (at capacity, or claimed elsewhere): poll as usual.
+        return engine.poll_interval if seconds <= 0 else min(engine.poll_interval, seconds)
+
     async def __aenter__(self) -> Worker:
         await self.engine.start_engine()
+        await self._schedules.start()
         self._runner = asyncio.get_running_loop().create_task(self.run())
         return self
 
@@ -118,15 +152,21 @@ class Worker:
             return
         engine = self.engine
         now = engine.clock.now()
-        candidates = await engine.storage.due(now, capacity)
+        # Runs that other workers claimed a moment ago are still due until their first
+        # checkpoint: look further than the capacity and leave those to their claimers, so
+        # that workers started together do not all queue for the same few runs.
+        candidates = [
+            run for run in await engine.storage.due(now, 4 * capacity) if not _held(run, engine.owner, now)
+        ]
         for run in await engine.storage.orphans(now, host_name(), capacity):
             if run.owner != engine.owner and _abandoned(run, now):
                 candidates.append(run)
         for run in candidates:
             if len(self._tasks) >= self.concurrency:
                 return
-            taken = run.id in self._skipped or run.id in self._tasks.values()  # tasks may not have started
-            if not taken and not engine.work.driving(run.id):
+            # A run taken on an earlier pass may not have started yet (so is not active yet).
+            taken = run.id in self._tasks.values()
+            if not engine.work.driving(run.id) and run.id not in self._skipped and not taken:
                 await self._take(run)
 
     async def _take(self, run: RunRecord) -> None:
@@ -180,6 +220,13 @@ def _still_wanted(run: RunRecord, now: datetime) -> bool:
     if run.status in (RunStatus.PENDING, RunStatus.SUSPENDED):
         return run.wake_at is not None and run.wake_at <= now
     return False
+
+
+def _held(run: RunRecord, owner: str, now: datetime) -> bool:
+    """Whether another live owner holds ``run`` with a lease that has not expired."""
+    if run.owner is None or run.owner == owner or run.lease_expires_at is None:
+        return False
+    return run.lease_expires_at >= now and not owner_is_dead(run.owner)
 
 
 def _abandoned(run: RunRecord, now: datetime) -> bool:

@@ -1,4 +1,4 @@
-"""Shared fixtures: ``storage`` runs a test once per backend."""
+"""Shared fixtures: ``storage`` runs a test once per backend (PostgreSQL: see postgres_support)."""
 
 from __future__ import annotations
 
@@ -6,39 +6,42 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from postgres_support import drop_schema, new_schema, postgres_dsn
 
 from flux import FluxEngine
-from flux.storage import MemoryStorage, SQLiteStorage, Storage
+from flux.storage import MemoryStorage, PostgresStorage, SQLiteStorage, Storage
 from flux.testing import FakeClock
 
-BACKENDS = ["memory", "sqlite"]
+pytest_plugins = ["pytester"]  # tests of the flux pytest plugin run pytest in pytest
 
-
-def make_storage(kind: str, tmp_path: Path) -> Storage:
-    """A fresh, unopened backend of ``kind`` (SQLite on a file under ``tmp_path``)."""
-    if kind == "memory":
-        return MemoryStorage()
-    if kind == "sqlite":
-        return SQLiteStorage(tmp_path / "flux.db")
-    raise ValueError(f"unknown storage backend {kind!r}; use one of {BACKENDS}")
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    """An opened storage backend: MemoryStorage, then SQLiteStorage on a temporary file."""
-    store = make_storage(request.param, tmp_path)
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Storage]]:
+    """Opens the same store again on each call: the way another (or a restarted) process sees it.
+
+    MemoryStorage (one shared object), SQLiteStorage on a temporary file, PostgresStorage in a
+    schema of its own (dropped afterwards).
+    """
+    if request.param == "sqlite":
+        yield lambda: SQLiteStorage(tmp_path / "flux.db")
+    elif request.param == "postgres":
+        dsn, schema = postgres_dsn(), new_schema()
+        yield lambda: PostgresStorage(dsn, schema=schema, min_size=1, max_size=4)
+        await drop_schema(dsn, schema)
+    else:
+        shared = MemoryStorage()
+        yield lambda: shared
+
+
+@pytest.fixture
+async def storage(reopen: Callable[[], Storage]) -> AsyncIterator[Storage]:
+    """An opened storage backend, once per backend (see ``reopen``)."""
+    store = reopen()
     await store.init()
     yield store
     await store.close()
-
-
-@pytest.fixture(params=BACKENDS)
-def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Storage]:
-    """Opens the same store again on each call: the way another (or a restarted) process sees it."""
-    if request.param == "sqlite":
-        return lambda: SQLiteStorage(tmp_path / "flux.db")
-    shared = MemoryStorage()
-    return lambda: shared
 
 
 @pytest.fixture

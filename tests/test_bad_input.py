@@ -56,6 +56,8 @@ class Ticket(TypedDict):
     at: datetime
 
 
+ARTICLE: dict[type[Any], str] = {Order: "an", Customer: "a", Ticket: "a"}
+GOOD_CUSTOMER = Customer(name="Ada", tier=Tier.GOLD, since=datetime(2030, 1, 1, tzinfo=UTC))
 WHEN = "2030-01-02T03:04:05+00:00"
 GOOD: dict[type[Any], dict[str, Any]] = {
     Order: {"order_id": "A1", "quantity": 2, "placed_at": WHEN},
@@ -106,7 +108,27 @@ async def assert_refused_and_nothing_stored(
 async def test_input_of_the_wrong_type(engine: FluxEngine, kind: type[Any], value: Any) -> None:
     """Tried: an int, a str, a list, None, bytes, a float and a bare object for each input type."""
     error = await assert_refused_and_nothing_stored(engine, create_workflow("w").input(kind), value)
-    assert f"expected a {kind.__name__} or a dict of its fields" in str(error)
+    assert f"expected {ARTICLE[kind]} {kind.__name__} or a dict of its fields" in str(error)
+
+
+@pytest.mark.parametrize("kind", [Order, Customer], ids=lambda k: k.__name__)
+async def test_a_typed_value_without_input_type_suggests_input(engine: FluxEngine, kind: type[Any]) -> None:
+    """Tried: a dataclass and an attrs instance given to a workflow that has no ``.input(T)``."""
+    value = Order("A1", 2, datetime(2030, 1, 1, tzinfo=UTC)) if kind is Order else GOOD_CUSTOMER
+    error = await assert_refused_and_nothing_stored(engine, create_workflow("w"), value)
+    name, article = kind.__name__, ARTICLE[kind]
+    assert f"got {article} {name}, but the workflow declares no input type" in str(error)
+    assert f"Declare it with create_workflow('w').input({name}) and handlers get {article} {name}" in str(
+        error
+    )
+
+
+async def test_a_typed_dict_without_input_type_suggests_input(engine: FluxEngine) -> None:
+    """Tried: a Ticket TypedDict holding an enum and a datetime, given to a workflow without ``.input(T)``."""
+    ticket: Ticket = {"code": "T1", "seats": 2, "tier": Tier.GOLD, "at": datetime(2030, 1, 1, tzinfo=UTC)}
+    error = await assert_refused_and_nothing_stored(engine, create_workflow("w"), ticket)
+    assert "the input['tier'] is a Tier object" in str(error)
+    assert "If this dict is a TypedDict, declare it with .input(T)" in str(error)
 
 
 async def test_an_instance_of_another_class(engine: FluxEngine) -> None:
@@ -122,7 +144,7 @@ async def test_dict_with_a_missing_field(engine: FluxEngine, kind: type[Any]) ->
     value = {k: v for k, v in GOOD[kind].items() if k != DATE_FIELD[kind]}
     error = await assert_refused_and_nothing_stored(engine, create_workflow("w").input(kind), value)
     assert f"required field missing @ input.{DATE_FIELD[kind]}" in str(error)
-    assert f"Pass a {kind.__name__} or a dict with its fields" in str(error)
+    assert f"Pass {ARTICLE[kind]} {kind.__name__} or a dict with its fields" in str(error)
 
 
 @pytest.mark.parametrize("kind", [Order, Customer, Ticket], ids=lambda k: k.__name__)
@@ -426,3 +448,86 @@ def test_bad_definitions(build: Any, error: type[PlanError]) -> None:
         build()
     assert isinstance(info.value, PlanError)
     assert isinstance(info.value, FluxError)
+
+
+# --- run ids (issue 9, item 14) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    [123, "", "order-7/approve#1", "a/b", "a#1", "x" * 201, "tab\there", b"bytes", "\udcff"],
+    ids=["int", "empty", "child-shaped", "slash", "hash", "too-long", "control-char", "bytes", "surrogate"],
+)
+@pytest.mark.parametrize("call", ["execute", "start"])
+async def test_run_ids_are_checked_before_anything_is_stored(
+    engine: FluxEngine, run_id: Any, call: str
+) -> None:
+    """Bad input: ``run_id=123`` (used to complete the run, then raise TypeError), ``""`` (used
+    to become a random id), ``"order-7/approve#1"`` (shaped like a child id: its end used to
+    signal the unrelated run ``order-7``), other ids with ``/`` or ``#``, 201 characters, a
+    control character, bytes, a lone surrogate. InvalidInputError, and nothing is stored."""
+    flow = create_workflow("w").step("a", lambda ctx: 1)
+    with pytest.raises(InvalidInputError, match=r"run_id must be a non-empty str of at most 200"):
+        if call == "execute":
+            await engine.execute(flow, run_id=run_id)
+        else:
+            await engine.start(flow, run_id=run_id)
+    assert await engine.list() == []
+
+
+async def test_a_long_printable_run_id_is_accepted(engine: FluxEngine) -> None:
+    result = await engine.execute(create_workflow("w").step("a", lambda ctx: 1), run_id="ü-" + "x" * 198)
+    assert result.status == "completed"
+
+
+# --- ctx.action names (issue 9, item 11) --------------------------------------------------------
+
+
+async def test_an_action_name_used_twice_in_one_attempt_fails_the_step(engine: FluxEngine) -> None:
+    """Bad input: ``ctx.action("pay", f)`` then ``ctx.action("pay", g)`` in one attempt. The
+    second function used to be skipped silently (the first result returned); now the step
+    fails with InvalidStepError, and ``g`` never runs."""
+    calls: list[str] = []
+
+    async def step(ctx: StepContext[Any]) -> None:
+        await ctx.action("pay", lambda: calls.append("f"))
+        await ctx.action("pay", lambda: calls.append("g"))
+
+    result = await engine.execute(create_workflow("w").step("a", step))
+    assert result.status == "failed"
+    assert result.error is not None and result.error.type == "InvalidStepError"
+    assert "'pay' is used twice in one attempt" in result.error.message
+    assert calls == ["f"]
+
+
+@pytest.mark.parametrize("name", ["flux:goto", "flux:anything", "", 7])
+async def test_reserved_or_invalid_action_names_are_refused(engine: FluxEngine, name: Any) -> None:
+    """Bad input: ``ctx.action`` names starting with ``flux:`` (reserved for what flux
+    records), an empty name, a non-str. The step fails with InvalidStepError; nothing runs."""
+    calls: list[str] = []
+
+    async def step(ctx: StepContext[Any]) -> None:
+        await ctx.action(name, lambda: calls.append("ran"))
+
+    result = await engine.execute(create_workflow("w").step("a", step))
+    assert result.error is not None and result.error.type == "InvalidStepError"
+    assert "reserved for flux" in result.error.message
+    assert calls == []
+
+
+async def test_a_retried_attempt_still_reuses_its_recorded_action(engine: FluxEngine) -> None:
+    """Not a duplicate: the same action name in the next attempt returns the recorded result."""
+    calls: list[int] = []
+
+    def pay(attempt: int) -> int:
+        calls.append(attempt)
+        return attempt
+
+    async def step(ctx: StepContext[Any]) -> int:
+        paid = await ctx.action("pay", lambda: pay(ctx.attempt))
+        if ctx.attempt == 1:
+            raise ConnectionError("flaky")
+        return paid
+
+    result = await engine.execute(create_workflow("w").step("a", step, retries=1))
+    assert (result.status, result.outputs, calls) == ("completed", {"a": 1}, [1])

@@ -213,9 +213,9 @@ def test_valid_names(name: str) -> None:
 
 
 def test_commit_steps_cannot_compensate() -> None:
-    """Through the builder ``commit`` has no ``compensate``; a hand-made plan is refused too."""
-    with pytest.raises(TypeError, match="compensate"):
-        create_workflow("w").commit("ship", noop, compensate=undo)  # type: ignore[call-arg]
+    """``commit(..., compensate=fn)`` says why and what to use instead; a hand-made plan is refused too."""
+    with pytest.raises(InvalidStepError, match=r"step 'ship': a commit step cannot take compensate=.*\.step"):
+        create_workflow("w").commit("ship", noop, compensate=undo)  # type: ignore[arg-type]
     bad = StepSpec(name="ship", handler=noop, kind="commit", compensate=undo)
     with pytest.raises(InvalidStepError, match=r"cannot take compensate=.*Use \.step\(\.\.\.\)"):
         Workflow(name="w", steps=(bad,))
@@ -322,3 +322,72 @@ def test_fingerprint_changes_with_kind_names_and_length(
     if len(plan) > 1:
         assert build(name, plan[:-1]).fingerprint != base
     assert build(name + "-other", plan).fingerprint != base
+
+
+def _no_args() -> None:
+    return None
+
+
+def _two_required(ctx: StepContext[Any], order: Any) -> None:
+    return None
+
+
+def _keyword_only(*, ctx: StepContext[Any]) -> None:
+    return None
+
+
+class _Handler:
+    def __call__(self) -> None:
+        return None
+
+
+def _extra_with_default(ctx: StepContext[Any], verbose: bool = False) -> None:
+    return None
+
+
+def _variadic(*args: Any) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [_no_args, _two_required, _keyword_only, _Handler(), lambda: None],
+    ids=["no-args", "two-required", "keyword-only", "callable-object", "lambda-no-args"],
+)
+def test_a_handler_that_cannot_take_the_context_is_refused_when_built(handler: Any) -> None:
+    with pytest.raises(InvalidStepError, match=r"step 's': the handler .* cannot be called as fn\(ctx\)"):
+        create_workflow("w").step("s", handler)
+    bad = StepSpec(name="s", handler=handler)  # a plan made by hand is checked by build() too
+    with pytest.raises(InvalidStepError, match="cannot be called as fn"):
+        Workflow(name="w", steps=(bad,))
+
+
+def test_the_message_shows_the_signature_to_write() -> None:
+    with pytest.raises(InvalidStepError, match=r"_no_args\(\) cannot .* Write it as def _no_args\(ctx\)"):
+        create_workflow("w").step("s", _no_args)  # type: ignore[arg-type]  # mypy sees it too
+    anonymous: Any = lambda: None  # noqa: E731
+    with pytest.raises(InvalidStepError, match=r"<lambda>\(\) cannot .* Write it as lambda ctx: \.\.\."):
+        create_workflow("w").step("s", anonymous)
+
+
+@pytest.mark.parametrize("option", ["when", "compensate"])
+def test_predicates_and_compensations_must_take_the_context(option: str) -> None:
+    with pytest.raises(InvalidStepError, match=rf"step 's': {option}= .*_no_args\(\) cannot be called"):
+        create_workflow("w").step("s", noop, **{option: _no_args})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "handler", [_extra_with_default, _variadic, len, print], ids=["default", "variadic", "len", "print"]
+)
+def test_handlers_that_can_take_the_context_are_accepted(handler: Any) -> None:
+    assert create_workflow("w").step("s", handler).build().step_names == ("s",)
+
+
+def test_a_map_function_must_take_the_context_and_the_item() -> None:
+    items = create_workflow("w").step("list", lambda ctx: [1, 2])
+    with pytest.raises(InvalidStepError, match=r"map step 'm': the item function .* fn\(ctx, item\)"):
+        items.map("m", noop, over=lambda ctx: ctx.outputs["list"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidStepError, match=r"map step 'm': over= .*_no_args\(\) cannot be called"):
+        items.map("m", lambda ctx, item: item, over=_no_args)  # type: ignore[arg-type]
+    built = items.map("m", lambda ctx, item: item, over=lambda ctx: ctx.outputs["list"]).build()
+    assert built.step_names == ("list", "m")

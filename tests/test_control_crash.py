@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from crash_support import finish, kill_when_ledger_reaches, ledger_count, ledger_rows
 
+pytestmark = pytest.mark.slow  # SIGKILLs and real processes: skipped by `dev.py test --quick`
+
 SCRIPT = Path(__file__).parent / "control_scripts" / "ledger_constructs.py"
 PARALLEL_EFFECTS = ("prepare", "left-1", "left-2", "middle-1", "middle-2", "right-1", "right-2", "finish")
 STRANDS = 3  # the most visits in flight at once in the parallel workflow (three branches)

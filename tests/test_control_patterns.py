@@ -1,4 +1,4 @@
-"""flux.patterns (helpers over the constructs) and flux.metrics."""
+"""flux.patterns (helpers over the constructs) and flux.run_metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flux import FluxEngine, MemoryStorage, StepContext, create_workflow, metrics
+from flux import FluxEngine, MemoryStorage, StepContext, create_workflow, run_metrics
 from flux.patterns import batch_process, conditional, fan_out_fan_in, pipeline, result_of, retry_with_fallback
 from flux.testing import FakeClock
 
@@ -100,7 +100,7 @@ async def test_metrics_of_a_chain() -> None:
 
     async with FluxEngine(clock=clock) as engine:
         result = await engine.execute(create_workflow("w").step("a", work).step("b", flaky, retries=1))
-    report = metrics(result)
+    report = run_metrics(result)
     assert report.steps["a"].duration == pytest.approx(2.0)
     assert report.steps["b"].attempts == 2
     assert report.parallelism == pytest.approx(1.0, abs=0.01)
@@ -120,7 +120,7 @@ async def test_metrics_of_a_parallel_group_show_the_parallelism() -> None:
         await clock.wait_for_timers(3)
         await clock.advance(10)
         result = await running
-    report = metrics(result)
+    report = run_metrics(result)
     assert report.busy == pytest.approx(30.0)
     assert report.wall == pytest.approx(10.0)
     assert report.parallelism == pytest.approx(3.0)
@@ -149,13 +149,13 @@ async def test_the_critical_path_of_a_graph_follows_its_slowest_dependencies() -
             await clock.advance(step)
         result = await running
     assert result.status == "completed"
-    report = metrics(result, wf)
+    report = run_metrics(result, wf)
     assert report.critical_path == ("a", "b", "d")
     assert report.critical_path_duration == pytest.approx(7.0)
-    assert metrics(result).critical_path == ("a", "b", "d")  # read from the visits' times alone
+    assert run_metrics(result).critical_path == ("a", "b", "d")  # read from the visits' times alone
 
 
 async def test_metrics_fold_map_items_into_their_step(engine: FluxEngine) -> None:
     result = await engine.execute(create_workflow("m").map("m", lambda ctx, n: n, over=lambda ctx: [1, 2, 3]))
-    step = metrics(result).steps["m"]
+    step = run_metrics(result).steps["m"]
     assert (step.visits, step.items, step.attempts) == (1, 3, 4)

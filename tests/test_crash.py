@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from crash_support import finish, kill_when_ledger_reaches, ledger_rows
 
+pytestmark = pytest.mark.slow  # SIGKILLs and real processes: skipped by `dev.py test --quick`
+
 SCRIPT = Path(__file__).parent / "crash_scripts" / "ledger_workflow.py"
 STEPS = ("sync-a", "async-b", "action-c", "commit-d", "data-e", "commit-f")
 

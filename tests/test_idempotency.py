@@ -153,7 +153,7 @@ async def test_a_key_must_be_a_non_empty_string(engine: FluxEngine, bad: Any) ->
 
 
 async def test_the_ttl_must_be_positive(engine: FluxEngine) -> None:
-    with pytest.raises(ValueError, match="positive duration"):
+    with pytest.raises(ValueError, match="idempotency_ttl must be a positive"):
         await engine.execute(counting("payment", []), {"amount": 1}, idempotency_key="k", idempotency_ttl=0)
 
 

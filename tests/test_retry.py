@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -51,16 +52,47 @@ def test_policy_is_frozen() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_attempts": 0}, "max_attempts must be >= 1"),
-        ({"initial_delay": -1}, "delays must be >= 0"),
-        ({"max_delay": -1}, "delays must be >= 0"),
-        ({"backoff_multiplier": 0.5}, "backoff_multiplier must be >= 1"),
+        ({"max_attempts": 0}, r"max_attempts must be an int >= 1"),
+        ({"initial_delay": -1}, r"initial_delay must be a non-negative, finite number"),
+        ({"max_delay": -1}, r"max_delay must be a non-negative, finite number"),
+        ({"backoff_multiplier": 0.5}, "backoff_multiplier must be a finite number >= 1"),
         ({"jitter": 1.5}, "jitter must be a fraction"),
         ({"jitter": -0.1}, "jitter must be a fraction"),
     ],
 )
 def test_invalid_policies_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
+        RetryPolicy(**options)
+
+
+@pytest.mark.parametrize("attempts", [math.nan, math.inf, 2.5, 3.0, True, "3", None])
+def test_attempt_counts_that_never_end_are_refused(attempts: Any) -> None:
+    """Bad input: ``RetryPolicy(max_attempts=nan | inf | 2.5 | 3.0 | True | "3" | None)``.
+    nan and inf used to be accepted and retried forever. Only ints >= 1 are taken."""
+    with pytest.raises(ValueError, match=r"max_attempts must be an int >= 1 \(not a bool or float\); got"):
+        RetryPolicy(max_attempts=attempts)
+
+
+@pytest.mark.parametrize("retries", [math.nan, math.inf, -1, 1.5, False])
+def test_engine_default_retries_must_be_a_count(retries: Any) -> None:
+    """Bad input: ``FluxEngine(default_retries=nan | inf | -1 | 1.5 | False)``: refused."""
+    with pytest.raises(ValueError, match=r"default_retries must be an int >= 0"):
+        FluxEngine(default_retries=retries)
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"max_delay": math.inf}, "max_delay"),
+        ({"max_delay": 1e12}, "max_delay"),
+        ({"initial_delay": math.nan}, "initial_delay"),
+        ({"initial_delay": 10**400}, "initial_delay"),
+    ],
+)
+def test_delays_that_overflow_a_datetime_are_refused(options: dict[str, Any], name: str) -> None:
+    """Bad input: ``max_delay=inf`` (a backoff beyond ~2.5e11 s overflowed the due time at run
+    time), ``1e12``, ``initial_delay=nan`` or ``10**400``. Refused, naming the largest value."""
+    with pytest.raises(ValueError, match=rf"{name} must be .*at most 3153600000 seconds \(100 years\)"):
         RetryPolicy(**options)
 
 
@@ -139,6 +171,13 @@ def test_retryable_errors(exc: BaseException) -> None:
         NonRetryableError("stop"),
         SerializationError("not JSON"),
         InvalidInputError("bad input"),
+        NameError("name 'totl' is not defined"),
+        UnboundLocalError("cannot access local variable 'x'"),
+        ImportError("cannot import name 'x'"),
+        ModuleNotFoundError("No module named 'stripe'"),
+        SyntaxError("invalid syntax"),
+        AssertionError(),
+        NotImplementedError(),
     ],
     ids=repr,
 )
@@ -164,7 +203,7 @@ def test_retry_after_replaces_the_backoff() -> None:
     policy = RetryPolicy(initial_delay=100, max_delay=500, jitter=0)
     assert policy.delay_after(RetryAfter(2.5), 1) == 2.5
     assert policy.delay_after(ConnectionError(), 1, rand=0.5) == 100
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="RetryAfter delay must be a non-negative"):
         RetryAfter(-1)
 
 
@@ -436,6 +475,36 @@ async def test_non_retryable_errors_fail_the_step_at_once(exc: type[Exception]) 
     assert clock.slept == []
     assert recorder.of("step_retry") == []
     assert result.error is not None and result.error.type == exc.__name__
+
+
+def _typo(ctx: StepContext[Any]) -> Any:
+    return totl  # type: ignore[name-defined]  # noqa: F821
+
+
+def _unbound(ctx: StepContext[Any]) -> int:
+    if ctx.attempt > 99:
+        count = 1
+    return count
+
+
+def _missing_module(ctx: StepContext[Any]) -> None:
+    import flux_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [(_typo, "NameError"), (_unbound, "UnboundLocalError"), (_missing_module, "ModuleNotFoundError")],
+)
+async def test_a_bug_in_a_handler_fails_at_once_under_the_default_policy(
+    handler: Callable[[StepContext[Any]], Any], error: str
+) -> None:
+    clock = FakeClock()
+    async with FluxEngine(clock=clock) as engine:
+        result = await engine.execute(create_workflow("buggy").step("s", handler))
+    assert result.status == "failed"
+    assert result.history[0].attempts == 1
+    assert clock.slept == []
+    assert result.error is not None and result.error.type == error
 
 
 async def test_retry_on_makes_a_value_error_retryable() -> None:

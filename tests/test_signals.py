@@ -303,7 +303,7 @@ async def test_flux_wait_checks_its_arguments() -> None:
     assert flux.wait("approved", timeout=timedelta(minutes=1)) == WaitRequest(signal="approved", timeout=60.0)
     with pytest.raises(InvalidNameError, match="invalid signal name"):
         flux.wait("")
-    with pytest.raises(ValueError, match="wait timeout must be a positive number of seconds"):
+    with pytest.raises(ValueError, match="wait timeout must be a positive, finite number of seconds"):
         flux.wait("approved", timeout=0)
 
 

@@ -205,7 +205,8 @@ async def test_an_unknown_status_in_a_row_is_reported_as_corruption(db_path: Pat
         await storage.save(run_record())
         raw(db_path, ("UPDATE flux_runs SET status = 'exploded'", ()))
         with pytest.raises(StorageCorruptedError, match=r"column runs\.status .*exploded"):
-            await storage.list()
+            await storage.load("run-1")
+        assert await storage.list() == []  # skipped (and logged) by listings
 
 
 async def test_a_value_that_is_not_json_fails_only_its_own_checkpoint(db_path: Path) -> None:
@@ -339,7 +340,7 @@ async def test_queries_use_an_index(db_path: Path, query: str, params: tuple[Any
     async with SQLiteStorage(db_path):
         pass
     sql = Statements("flux_")
-    text = sql.list_runs(*params) if query == "list" else sql[query]
+    text = sql.list_runs(*params) if query == "list" else sql.with_marks(query, 3)
     plan = " ".join(row[3] for row in raw(db_path, (f"EXPLAIN QUERY PLAN {text}", [None] * text.count("?"))))
     assert f"USING INDEX {index}" in plan or f"USING {index}" in plan
     assert "USE TEMP B-TREE" not in plan
@@ -348,6 +349,7 @@ async def test_queries_use_an_index(db_path: Path, query: str, params: tuple[Any
 # --- several processes ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_file_at_once(db_path: Path) -> None:
     runs = 60  # 60 runs x (10 steps + 1) = 660 checkpoints per process, 60 runs in flight each
     procs = [
@@ -405,9 +407,10 @@ async def test_delete_and_prune_leave_no_idempotency_keys_behind(tmp_path: Path)
     db_path = tmp_path / "flux.db"
     async with SQLiteStorage(db_path) as storage:
         for run_id in ("gone", "pruned", "kept"):
-            await storage.reserve_key("flow", run_id, run_id, at(10_000), at(0))
-            finished = attrs.evolve(run_record(run_id), status=RunStatus.COMPLETED, finished_at=at(1))
-            await storage.save(finished if run_id == "pruned" else run_record(run_id))
+            await storage.create(run_record(run_id), key=run_id, key_expires_at=at(10_000))
+            if run_id == "pruned":
+                finished = attrs.evolve(run_record(run_id), status=RunStatus.COMPLETED, finished_at=at(1))
+                await storage.save(finished)
         await storage.delete("gone")
         assert await storage.prune(older_than=at(5)) == 1
     assert raw(db_path, "SELECT run_id FROM flux_keys") == [("kept",)]

@@ -68,7 +68,7 @@ create_workflow("c").input(Customer).step("x", lambda ctx: ctx.input.order_id)  
 create_workflow("t").input(Ticket).step("x", lambda ctx: ctx.input["nope"])  # error: typeddict-item
 create_workflow("t").input(Ticket).step("x", fetch)  # error: arg-type
 create_workflow("o").input(Order).validate(lambda order: order.code)  # error: attr-defined
-create_workflow("o").step("x", fetch).commit("y", fetch, compensate=fetch)  # error: call-arg
+create_workflow("o").step("x", fetch).commit("y", fetch, compensate=fetch)  # error: arg-type
 
 
 async def run(engine: FluxEngine) -> None:

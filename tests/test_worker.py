@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,7 +59,10 @@ class Gate:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"concurrency": 0}, "concurrency must be >= 1"), ({"grace_period": -1}, "grace_period must be >= 0")],
+    [
+        ({"concurrency": 0}, "concurrency must be an int >= 1"),
+        ({"grace_period": -1}, "grace_period must be a non-negative"),
+    ],
 )
 async def test_worker_options_are_checked(engine: FluxEngine, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -190,8 +193,8 @@ class RenewCounter(MemoryStorage):
         self.renewals: list[int] = []
         self.renewed = asyncio.Event()
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        count = await super().renew(owner, lease_expires_at)
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        count = await super().renew(owner, lease_expires_at, run_ids)
         self.renewals.append(count)
         self.renewed.set()
         return count
@@ -350,12 +353,26 @@ async def test_start_with_a_chosen_run_id(engine: FluxEngine) -> None:
 
 async def test_wait_result_times_out_on_the_engine_clock(engine: FluxEngine, clock: FakeClock) -> None:
     run_id = await engine.start(create_workflow("nobody-drives-it").step("x", lambda ctx: 1))
-    waiting = asyncio.create_task(engine.wait_result(run_id, timeout=60))
+    waiting = asyncio.create_task(engine.wait_result(run_id, timeout=0.05))
     await clock.wait_for_timers()
-    await clock.advance(59)
+    await clock.advance(0.04)
     assert not waiting.done()
-    await clock.advance(1)
-    with pytest.raises(TimeoutError):
+    await clock.advance(0.01)
+    with pytest.raises(TimeoutError) as caught:
+        await waiting
+    message = str(caught.value)
+    assert f"run {run_id} of workflow 'nobody-drives-it' did not finish within 0.05 s" in message
+    assert "it is pending; no worker has started it yet: run one with engine.worker()" in message
+
+
+async def test_wait_result_timeout_says_what_a_suspended_run_waits_for(
+    engine: FluxEngine, clock: FakeClock
+) -> None:
+    run = await engine.execute(create_workflow("needs-approval").wait_for_signal("approve"))
+    waiting = asyncio.create_task(engine.wait_result(run.id, timeout=0.05))
+    await clock.wait_for_timers()
+    await clock.advance(0.05)
+    with pytest.raises(TimeoutError, match=r"within 0\.05 s: it is suspended; it waits for a signal"):
         await waiting
 
 

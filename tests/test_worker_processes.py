@@ -26,6 +26,8 @@ import pytest
 from flux import FluxEngine, RunFilter, RunStatus, StepStatus
 from flux.storage import SQLiteStorage
 
+pytestmark = pytest.mark.slow  # SIGKILLs and real processes: skipped by `dev.py test --quick`
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "worker_scripts"
 UNFINISHED = ["pending", "running", "suspended", "rolling_back"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -72,10 +72,14 @@ class ChildHost:
     """Drive a run in this engine until it ends or suspends."""
     running: Callable[[str], asyncio.Task[RunResult] | None]
     """The task driving a run in this engine, if any."""
+    labels: Callable[[str], Mapping[str, str]]
+    """The labels of a run driven here (a child run gets its parent's)."""
     resume: Callable[[str], Awaitable[RunResult]]
     cancel: Callable[[str, str], Awaitable[RunResult]]
     ended: Callable[[str], None]
     """A run ended here: wake its waiters and the workers."""
+    notify: Callable[[str, str], None]
+    """Wake workers, here and elsewhere: ``(reason, run id)``."""
 
 
 class Children:
@@ -123,6 +127,7 @@ class Children:
             owner=env.owner,
             lease=env.lease,
             deadline=plan.deadline,
+            labels=self.host.labels(call.run_id),
         )
         # Shielded: a parent attempt that times out or is cancelled leaves the child running (a
         # cancelled parent cancels it explicitly); the next attempt finds it by its id.
@@ -152,7 +157,9 @@ class Children:
         parent = parent_of(run_id)
         if parent is not None:
             env = self.host.env
-            await env.storage.add_signal(parent, wake_signal(run_id), None, env.clock.now())
+            stored = await env.storage.add_signal(parent, wake_signal(run_id), None, env.clock.now())
+            if stored is not None:
+                self.host.notify("signal", parent)
         self.host.ended(run_id)
 
     async def cancelled(self, state: RunState, error: ErrorInfo) -> None:

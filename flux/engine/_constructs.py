@@ -9,7 +9,6 @@ every decision on it: a map's item list, a branch's key. Nested visits are ident
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
@@ -17,6 +16,7 @@ import attrs
 
 from flux._shape import ChainInfo, PlanShape
 from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, MapSpec, ParallelSpec
+from flux.engine._attempt import maybe_await
 from flux.engine._keys import CASE, ITEMS, KEY
 from flux.engine._positions import Position
 from flux.engine._state import OPEN, Done, Failed, Result, RunState, Suspended
@@ -149,10 +149,7 @@ async def _items_of(flow: Flow, spec: StepSpec, record: StepRecord) -> list[JSON
     if recorded is not None:
         return list(recorded)
     try:
-        raw = mapping.over(d.context(spec.name, record.seq, 1, d.copy_data()))
-        if inspect.isawaitable(raw):
-            raw = await raw
-        items = list(raw)
+        items = list(await maybe_await(mapping.over(d.context(spec.name, record.seq, 1, d.copy_data()))))
         check_json(items, f"the items of map step {spec.name!r}", step=spec.name)
     except Exception as exc:
         return d.fail(record, ErrorInfo.from_exception(exc, step=spec.name))
@@ -256,9 +253,7 @@ async def run_branch(flow: Flow, spec: StepSpec, record: StepRecord | None) -> R
     actions = d.records[base].actions
     if CASE not in actions:
         try:
-            key = branch.on(d.context(spec.name, record.seq, 1, d.copy_data()))
-            if inspect.isawaitable(key):
-                key = await key
+            key = await maybe_await(branch.on(d.context(spec.name, record.seq, 1, d.copy_data())))
             check_json(key, f"the key of branch step {spec.name!r}", step=spec.name)
             label, chain = branch.choose(key)
             if chain is None:

@@ -33,7 +33,7 @@ class ControlOps:
     _bus: EventBus
     _active: dict[str, RunDriver]
     _tasks: dict[str, asyncio.Task[RunResult]]
-    notify: Callable[[], None]
+    notify: Callable[[str | None, str | None], None]
     _load: Callable[[str], Awaitable[RunRecord]]
     _claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
 
@@ -63,10 +63,9 @@ class ControlOps:
             plan: Workflow[Any] | None = self._registry.for_run(run)
         except RunError:
             plan = None  # not known here: the names cannot be checked
-        if plan is not None:
-            queued = [s for s in await self.storage.list_signals(run_id) if s.consumed_by is None]
-            check_signal(plan, run, signal, queued)
-        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now())
+        # The duplicate check happens in storage, in one transaction with the insert.
+        limit = None if plan is None else check_signal(plan, run, signal)
+        stored = await self.storage.add_signal(run_id, signal, payload, self.clock.now(), limit=limit)
         if stored is None:
             raise InvalidRunStateError(f"run {run_id} finished before the signal arrived", run_id=run_id)
         driver = self._active.get(run_id)
@@ -82,7 +81,7 @@ class ControlOps:
                     payload=payload,
                 )
             )
-        self.notify()
+        self.notify("signal", run_id)
         return stored
 
     async def cancel(self, run_id: str, reason: str | None = None, *, compensate: bool = False) -> RunResult:
@@ -107,6 +106,7 @@ class ControlOps:
             await self.storage.request_cancel(
                 run_id, {"reason": reason or "cancelled", "compensate": compensate}
             )
+            self.notify("cancel", run_id)
             return RunResult.from_record(run)
         try:
             plan = self._registry.for_run(claimed)

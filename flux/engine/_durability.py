@@ -7,7 +7,6 @@ control, one concept per module.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,13 +15,15 @@ from typing import Any
 import attrs
 
 from flux.clock import Clock
+from flux.engine import _logs
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import owner_is_dead
 from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point, run_header
-from flux.errors import InvalidRunStateError
+from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError
+from flux.events import EventBus, WorkflowFailed
 from flux.plan import Workflow
-from flux.records import RunFilter, RunRecord
-from flux.result import RunResult
+from flux.records import ErrorInfo, RunFilter, RunRecord
+from flux.result import Recovery, RunResult
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
 
@@ -40,6 +41,7 @@ class DurabilityOps:
     _env: EngineContext
     _registry: WorkflowRegistry
     _active: dict[str, RunDriver]
+    _bus: EventBus
     start_engine: Callable[[], Awaitable[None]]
     _load: Callable[[str], Awaitable[RunRecord]]
     _drive: Callable[..., Awaitable[RunResult]]
@@ -108,40 +110,62 @@ class DurabilityOps:
             now=self.clock.now(),
             owner=self.owner,
             lease=self._env.lease,
+            labels=run.labels,
         )
         driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
         driver.recorded = latest_visits(run.steps)
         return await self._drive(driver, 0)
 
-    async def recover(self) -> builtins.list[RunResult]:
+    async def recover(self) -> Recovery:
         """Resume every run a dead process left in flight; returns the resumed runs' results.
 
         A run whose owner process on this host is gone is taken over at once; one owned on
         another host once its lease expires. Safe to call when nothing is stranded and from
         several processes at once (each run is claimed by exactly one).
+
+        Every stranded run is attempted, whatever happens to the others. The result is a
+        :class:`Recovery`: a list of the resumed runs' results (in storage order), whose
+        ``failures`` maps the id of each run that could not be resumed (workflow not
+        registered, plan mismatch, storage failure...) to the exception that stopped it.
         """
         await self.start_engine()
         stranded = await self.storage.list(RunFilter(status=_RECOVERABLE))
-        jobs = []
+        jobs: dict[str, Awaitable[RunResult]] = {}
+        failures: dict[str, Exception] = {}
         for run in stranded:
             if run.id in self._active:
                 continue
             try:
                 plan = self._registry.for_run(run)
+                claimed = await self._claim(run)
             except Exception as exc:
-                logger.error("cannot recover run %s: %s", run.id, exc)
+                logger.error("cannot recover run %s: %s", run.id, exc, extra={"run_id": run.id})
+                failures[run.id] = exc
                 continue
-            claimed = await self._claim(run)
             if claimed is not None and claimed.status not in _RECOVERABLE:
                 await self.storage.release(run.id, self.owner)  # it ended since we listed it
             elif claimed is not None:
-                jobs.append(self._resume_claimed(plan, claimed, None))
-        return list(await asyncio.gather(*jobs))
+                jobs[run.id] = self._resume_claimed(plan, claimed, None)
+        outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
+        resumed = []
+        for run_id, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, RunResult):
+                resumed.append(outcome)
+            elif isinstance(outcome, Exception):
+                logger.error("recovering run %s failed: %r", run_id, outcome, extra={"run_id": run_id})
+                failures[run_id] = outcome
+            else:  # a BaseException (cancellation) stops recover itself
+                raise outcome
+        return Recovery(resumed, failures)
 
     async def _claim(self, run: RunRecord) -> RunRecord | None:
         now = self.clock.now()
         takeover = run.owner if run.owner and owner_is_dead(run.owner) else None
-        return await self.storage.claim(run.id, self.owner, now + self._env.lease, now=now, takeover=takeover)
+        lease = now + self._env.lease
+        claimed = await self.storage.claim(run.id, self.owner, lease, now=now, takeover=takeover)
+        if claimed is not None and run.owner not in (None, self.owner) and run.lease_expires_at is not None:
+            _logs.takeover(run, "its process is gone" if takeover else "its lease expired")
+        return claimed
 
     async def _resume_claimed(
         self,
@@ -156,10 +180,63 @@ class DurabilityOps:
         else:
             header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
             start = resume_point(plan, run.steps) if start is None else start
-        driver = RunDriver(self._env, plan, header, list(run.steps), plan.codec.restore(run.input))
+        try:
+            check_history(run)
+            typed = plan.codec.restore(run.input)
+        except (InvalidInputError, StorageCorruptedError) as exc:
+            return await self._fail_before_start(run, exc)
+        driver = RunDriver(self._env, plan, header, list(run.steps), typed)
         from_step = plan.steps[start].name if start < len(plan.steps) else ""
         fresh = run.status == RunStatus.PENDING and not run.steps
         return await self._drive(driver, start, resumed_from=None if fresh else from_step)
+
+    async def _fail_before_start(self, run: RunRecord, exc: Exception) -> RunResult:
+        """End a claimed run that cannot be driven at all: its stored input no longer fits the
+        workflow's input type (a deploy changed it), or its step history has a gap. Failed,
+        with the error saying why; never retried in a loop."""
+        now = self.clock.now()
+        error = ErrorInfo.from_exception(exc)
+        failed = attrs.evolve(
+            run,
+            status=RunStatus.FAILED,
+            error=error,
+            updated_at=now,
+            finished_at=now,
+            wake_at=None,
+            lease_expires_at=None,
+            steps=(),
+        )
+        await self.storage.checkpoint(failed)
+        await self.storage.release(run.id, self.owner)
+        if self._bus.wants(WorkflowFailed.name):
+            duration = (now - run.created_at).total_seconds()
+            await self._bus.emit(
+                WorkflowFailed(
+                    run_id=run.id,
+                    workflow=run.workflow,
+                    timestamp=now,
+                    status=RunStatus.FAILED.value,
+                    error=error,
+                    duration=duration,
+                )
+            )
+        return RunResult.from_record(attrs.evolve(failed, steps=run.steps))
+
+
+def check_history(run: RunRecord) -> None:
+    """Refuse step records whose ``seq`` are not 0, 1, 2...: a visit numbered after a gap
+    would overwrite a stored record.
+
+    Raises:
+        StorageCorruptedError: naming the run and the first missing seq.
+    """
+    for expected, record in enumerate(run.steps):
+        if record.seq != expected:
+            raise StorageCorruptedError(
+                f"run {run.id!r}: its step records skip seq {expected} (found seq {record.seq}); "
+                "the history was changed outside flux. Restore the database from a backup or "
+                f"delete the run with `await storage.delete({run.id!r})`."
+            )
 
 
 def _rolling_back(run: RunRecord) -> bool:

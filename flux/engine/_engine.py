@@ -6,28 +6,34 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from flux.builder import WorkflowBuilder
+from flux._duration import to_count, to_seconds, to_timedelta
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.clock import Clock, SystemClock
+from flux.engine import _logs
 from flux.engine._children import ChildHost, Children
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
+from flux.engine._logbook import LogLimits
 from flux.engine._ownership import new_owner_id
 from flux.engine._plans import WorkflowRegistry, check_input, run_header
+from flux.engine._threads import StepThreads
 from flux.engine._work import TimeWaits, WorkSource
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
+    LeaseLostError,
     RunNotFoundError,
 )
 from flux.events import EventBus, EventSource
+from flux.labels import check_labels
 from flux.plan import StepSpec, Workflow
 from flux.records import RunFilter, RunRecord
 from flux.result import RunResult
@@ -35,8 +41,10 @@ from flux.retry import RetryPolicy
 from flux.status import RunStatus
 from flux.storage.memory import MemoryStorage
 from flux.storage.protocol import Storage
+from flux.wake import Waker, WakerSource
 
 if TYPE_CHECKING:
+    from flux.schedule import Schedule
     from flux.worker import Worker
 
 logger = logging.getLogger("flux.engine")
@@ -58,9 +66,19 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         clock: the time source (``flux.testing.FakeClock`` in tests).
         workflows: workflows to register, so runs stored by other processes can be resumed.
         lease: seconds a run's claim lasts without a checkpoint or heartbeat.
+
+    Durations are seconds or ``timedelta`` values; NaN, infinity, negatives, zero (except for
+    ``durable_after``) and more than 100 years raise ``ValueError`` naming the argument, as
+    does a ``default_retries`` that is not an int >= 0.
         durable_after: retry delays and sleeps longer than this many seconds are stored as due
             times (the run suspends and a worker wakes it) instead of waiting in memory.
         poll_interval: seconds between looks at storage for work from other processes.
+        log_limits: how much of ``ctx.log`` each step visit keeps in its record (default
+            ``LogLimits(lines=100, line_bytes=2048)``).
+        waker: carries wake-ups (new runs, signals, cancellations, due times) between
+            processes, so their workers need not wait for the next poll: a
+            :class:`flux.wake.RedisWaker`, say. Default: the storage's own (LISTEN/NOTIFY with
+            PostgresStorage), else none.
 
     Use it as ``async with FluxEngine(...) as engine:`` so storage is opened and closed.
     """
@@ -78,13 +96,14 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         lease: float = 30.0,
         durable_after: float = 5.0,
         poll_interval: float = 0.25,
+        log_limits: LogLimits | None = None,
+        waker: Waker | None = None,
     ) -> None:
-        if default_retries < 0:
-            raise ValueError(f"default_retries must be >= 0, got {default_retries}")
-        if not default_timeout > 0:
-            raise ValueError(f"default_timeout must be a positive number of seconds, got {default_timeout}")
-        if not lease > 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease}")
+        to_count(default_retries, "default_retries", minimum=0)
+        default_timeout = to_seconds(default_timeout, "default_timeout")
+        lease_time = to_timedelta(lease, "lease")
+        durable_after = to_seconds(durable_after, "durable_after", zero=True)
+        poll_interval = to_seconds(poll_interval, "poll_interval")
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock or SystemClock()
         self.owner = new_owner_id()
@@ -93,25 +112,32 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._default_policy = retry_policy or RetryPolicy().with_retries(default_retries)
         self._retry_policy = retry_policy
         self._policies: dict[StepSpec, RetryPolicy] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: StepThreads | None = None
         self._started = False
         self._active: dict[str, RunDriver] = {}
         self._tasks: dict[str, asyncio.Task[RunResult]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
+        # The class, not the instance, must offer waker(): a wrapper that forwards any
+        # attribute (a test's storage proxy) is no waker source.
+        if waker is None and isinstance(self.storage, WakerSource) and hasattr(type(self.storage), "waker"):
+            waker = self.storage.waker()
+        self.waker = waker
         self._heartbeat: asyncio.Task[None] | None = None
+        _logs.attach(self._bus)
         self._env = EngineContext(
             storage=self.storage,
             clock=self.clock,
             bus=self._bus,
-            default_timeout=float(default_timeout),
+            default_timeout=default_timeout,
             policies=self._policy_for,
             executor=self._get_executor,
             owner=self.owner,
-            lease=timedelta(seconds=lease),
+            lease=lease_time,
             durable_after=durable_after,
             poll_interval=poll_interval,
+            log_limits=log_limits or LogLimits(),
         )
         children = Children(
             ChildHost(
@@ -119,9 +145,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
                 register=self.register,
                 drive=self._drive,
                 running=self._running,
+                labels=self._labels_of,
                 resume=self.resume,
                 cancel=self.cancel,
                 ended=self._ended,
+                notify=self.notify,
             )
         )
         self._env.hooks = children
@@ -166,6 +194,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         if not self._started:
             await self.storage.init()
             self._started = True
+            if self.waker is not None:
+                await self.waker.open(self.notify)
 
     async def close(self) -> None:
         """Stop heartbeats, close storage and let go of abandoned step threads."""
@@ -176,6 +206,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         if self._started:
+            if self.waker is not None:
+                await self.waker.close()
             await self.storage.close()
             self._started = False
 
@@ -183,7 +215,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     def register(self, workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
         """Make a workflow version known, so stored runs of it can be resumed here."""
-        plan = _as_plan(workflow)
+        plan = as_workflow(workflow)
         self._registry.add(plan)
         return plan
 
@@ -198,7 +230,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="flux-step")
+            self._executor = StepThreads(max_workers=32, name="flux-step")
         return self._executor
 
     # --- running --------------------------------------------------------------------------
@@ -212,6 +244,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
 
@@ -219,17 +252,24 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         With ``idempotency_key``, a key already used for this workflow within
         ``idempotency_ttl`` returns that run (``result.created`` is False) instead of a new one.
         ``deadline`` (seconds, default the workflow's ``.deadline``) cancels the run if it is
-        not finished by then.
+        not finished by then. ``labels`` (str to str, see :func:`flux.labels.check_labels`) are
+        stored with the run, returned on ``result.labels`` and copied to its child runs.
 
         Raises:
-            InvalidInputError: ``input`` does not fit the workflow's input type or validators
-                (nothing is stored then).
+            InvalidInputError: ``input`` does not fit the workflow's input type or validators,
+                or ``labels`` are not valid, or ``run_id`` is not a non-empty str of at most
+                200 printable characters without ``/`` or ``#`` (nothing is stored then).
             InvalidRunStateError: ``run_id`` is already used by a stored run.
+            ValueError: ``deadline`` or ``idempotency_ttl`` is not a valid duration.
         """
-        plan, typed, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.RUNNING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
-        if existing is not None:
-            return RunResult.from_record(await self._load(existing), created=False)
+        plan, typed, header = await self._new_run(
+            workflow, input, run_id, deadline, RunStatus.RUNNING, labels
+        )
+        if run_id is not None or idempotency_key is not None:
+            # A generated id never collides: its run is created by its first checkpoint.
+            existing = await self._create(header, idempotency_key, idempotency_ttl)
+            if existing is not None:
+                return RunResult.from_record(await self._load(existing), created=False)
         return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
 
     async def start(
@@ -241,20 +281,19 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         idempotency_key: str | None = None,
         idempotency_ttl: float | timedelta = DEFAULT_IDEMPOTENCY_TTL,
         deadline: float | timedelta | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> str:
         """Store a new ``pending`` run for a worker to drive, and return its id at once.
 
         Same arguments and errors as :meth:`execute`; a reused idempotency key returns the
         existing run's id. Wait for the end with :meth:`wait_result`.
         """
-        plan, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING)
-        existing = await self._reserve(plan, idempotency_key, idempotency_ttl, header)
+        _, _, header = await self._new_run(workflow, input, run_id, deadline, RunStatus.PENDING, labels)
+        pending = attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
+        existing = await self._create(pending, idempotency_key, idempotency_ttl)
         if existing is not None:
             return existing
-        await self.storage.save(
-            attrs.evolve(header, owner=None, lease_expires_at=None, wake_at=header.created_at)
-        )
-        self.notify()
+        self.notify("run", header.id)
         return header.id
 
     async def _new_run(
@@ -264,16 +303,14 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         run_id: str | None,
         deadline: float | timedelta | None,
         status: RunStatus,
+        labels: Mapping[str, str] | None,
     ) -> tuple[Workflow[Any], Any, RunRecord]:
+        if run_id is not None:
+            _check_run_id(run_id)
         await self.start_engine()
         plan = self.register(workflow)
         typed, raw = check_input(plan, input)
-        if run_id is not None and await self.storage.load(run_id) is not None:
-            raise InvalidRunStateError(
-                f"run id {run_id!r} is already used; pick another id, or continue that run with "
-                "engine.resume(run_id)",
-                run_id=run_id,
-            )
+        checked = check_labels(labels)
         header = run_header(
             plan,
             run_id=run_id or uuid.uuid4().hex,
@@ -282,26 +319,27 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             owner=self.owner,
             lease=self._env.lease,
             status=status,
-            deadline=_seconds(deadline) if deadline is not None else plan.deadline,
+            deadline=to_seconds(deadline, "deadline") if deadline is not None else plan.deadline,
+            labels=checked,
         )
         return plan, typed, header
 
-    async def _reserve(
-        self, plan: Workflow[Any], key: str | None, ttl: float | timedelta, header: RunRecord
-    ) -> str | None:
-        if key is None:
-            return None
-        if not isinstance(key, str) or not key:
-            raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
-        now = self.clock.now()
-        expires = now + timedelta(seconds=_seconds(ttl))
-        # Store the run (not yet due) before binding the key: a concurrent caller with the same
-        # key then finds a stored run behind the binding and returns it instead of a second run.
-        await self.storage.save(attrs.evolve(header, wake_at=None))
-        existing = await self.storage.reserve_key(plan.name, key, header.id, expires, now)
-        if existing is not None:
-            await self.storage.delete(header.id)
-        return existing
+    async def _create(self, header: RunRecord, key: str | None, ttl: float | timedelta) -> str | None:
+        """Store a new run (and bind ``key``) in one storage operation; the id of the run
+        already bound to ``key``, or None when ``header`` was stored."""
+        expires = None
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise InvalidInputError(f"idempotency_key must be a non-empty str, got {key!r}")
+            expires = header.created_at + to_timedelta(ttl, "idempotency_ttl")
+        try:
+            return await self.storage.create(header, key=key, key_expires_at=expires)
+        except InvalidRunStateError:
+            raise InvalidRunStateError(
+                f"run id {header.id!r} is already used; pick another id, or continue that run "
+                "with engine.resume(run_id)",
+                run_id=header.id,
+            ) from None
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
@@ -311,14 +349,21 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._ensure_heartbeat()
         try:
             result = await task
+        except LeaseLostError as exc:
+            _logs.lease_lost(run_id, driver.header.workflow, exc)
+            raise
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
-        self.notify()
+        self.notify("due" if result.status == RunStatus.SUSPENDED else None, run_id)
         return result
 
     def _running(self, run_id: str) -> asyncio.Task[RunResult] | None:
         return self._tasks.get(run_id) if run_id in self._active else None
+
+    def _labels_of(self, run_id: str) -> Mapping[str, str]:
+        driver = self._active.get(run_id)
+        return driver.header.labels if driver is not None else {}
 
     async def _release(self, run_id: str) -> None:
         await self.storage.release(run_id, self.owner)
@@ -330,28 +375,41 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             done.set()
         self.notify()
 
-    def notify(self) -> None:
-        """Wake this engine's workers: new work may be due (called on start, signal, time moves)."""
+    def notify(self, reason: str | None = None, run_id: str | None = None) -> None:
+        """Wake this engine's workers: new work may be due (called on start, signal, time moves).
+
+        With a ``reason`` (``run``, ``signal``, ``cancel``, ``due``) the waker also tells the
+        workers of other processes about ``run_id``.
+        """
         self._wake.set()
+        if reason is not None and run_id is not None and self.waker is not None:
+            self.waker.publish(reason, run_id)
 
     async def wait_result(self, run_id: str, timeout: float | None = None) -> RunResult:
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
 
         Runs driven in this process are noticed at once; runs driven elsewhere within
-        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds and
-        :class:`RunNotFoundError` for an unknown id. Both times are measured on the engine's
-        clock (a ``FakeClock`` moves them in tests).
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds, naming the run, the
+        time waited and the run's status then, and :class:`RunNotFoundError` for an unknown id.
+        Both times are measured on the engine's clock (a ``FakeClock`` moves them in tests).
         """
+        if timeout is not None:
+            timeout = to_seconds(timeout, "timeout", zero=True)
         run = await self._load(run_id)  # a finished run is returned even with timeout=0
         if run.status.finished:
             return RunResult.from_record(run)
-        async with self.clock.timeout(timeout):
-            while True:
-                run = await self._load(run_id)
-                if run.status.finished:
-                    return RunResult.from_record(run)
-                done = self._finished.setdefault(run_id, asyncio.Event())
-                await self._waits.wait(done, self.poll_interval)
+        try:
+            async with self.clock.timeout(timeout):
+                while True:
+                    run = await self._load(run_id)
+                    if run.status.finished:
+                        return RunResult.from_record(run)
+                    done = self._finished.setdefault(run_id, asyncio.Event())
+                    await self._waits.wait(done, self.poll_interval)
+        except TimeoutError:
+            if timeout is None:
+                raise
+            raise TimeoutError(_still_unfinished(run, timeout)) from None
 
     async def get(self, run_id: str) -> RunResult:
         """The stored state of a run. Raises :class:`RunNotFoundError` for an unknown id."""
@@ -363,10 +421,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         status: str | Sequence[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        labels: Mapping[str, str] | None = None,
     ) -> list[RunResult]:
-        """Stored runs, newest first, filtered by workflow name and status (one or several)."""
+        """Stored runs, newest first, filtered by workflow name, status (one or several) and
+        ``labels`` (runs carrying every given label)."""
         await self.start_engine()
-        runs = await self.storage.list(RunFilter(workflow=name, status=status, limit=limit, offset=offset))
+        wanted = RunFilter(workflow=name, status=status, labels=labels, limit=limit, offset=offset)
+        runs = await self.storage.list(wanted)
         return [RunResult.from_record(run) for run in runs]
 
     async def _load(self, run_id: str) -> RunRecord:
@@ -379,11 +440,14 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             )
         return run
 
-    def worker(self, *, concurrency: int = 10, grace_period: float = 30.0) -> Worker:
-        """A :class:`Worker` driving this engine's pending, due and orphaned runs."""
+    def worker(
+        self, *, concurrency: int = 10, grace_period: float = 30.0, schedules: Iterable[Schedule] = ()
+    ) -> Worker:
+        """A :class:`Worker` driving this engine's pending, due and orphaned runs, and firing
+        ``schedules`` (cron :class:`~flux.Schedule` objects)."""
         from flux.worker import Worker
 
-        return Worker(self, concurrency=concurrency, grace_period=grace_period)
+        return Worker(self, concurrency=concurrency, grace_period=grace_period, schedules=schedules)
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -396,22 +460,43 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             await self._waits.wait(never, interval)  # on the engine's clock
             if self._active:
                 try:
-                    await self.storage.renew(self.owner, self.clock.now() + self._env.lease)
+                    lease = self.clock.now() + self._env.lease
+                    await self.storage.renew(self.owner, lease, list(self._active))
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")
 
 
-def _as_plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
-    if isinstance(workflow, WorkflowBuilder):
-        return workflow.build()
-    if isinstance(workflow, Workflow):
-        return workflow
-    raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
+MAX_RUN_ID = 200
+"""The longest run id a caller may choose (flux derives longer ids for child runs)."""
 
 
-def _seconds(value: float | timedelta) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0:
-        raise ValueError(f"expected a positive duration in seconds, got {value!r}")
-    return seconds
+def _check_run_id(run_id: object) -> None:
+    """Refuse a run id that is not a short, printable str free of child-id characters."""
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= MAX_RUN_ID
+        or not run_id.isprintable()
+        or "/" in run_id
+        or "#" in run_id
+    ):
+        raise InvalidInputError(
+            f"run_id must be a non-empty str of at most {MAX_RUN_ID} printable characters "
+            f"without '/' or '#' (flux uses those in child run ids), got {run_id!r}; pass "
+            "run_id=None for a generated id"
+        )
+
+
+_WHAT_MOVES_IT = {
+    RunStatus.PENDING: "no worker has started it yet: run one with engine.worker()",
+    RunStatus.SUSPENDED: "it waits for a signal or a timer, and a worker (engine.worker()) goes on when due",
+}
+
+
+def _still_unfinished(run: RunRecord, timeout: float) -> str:
+    """The message of a ``wait_result`` that timed out."""
+    hint = _WHAT_MOVES_IT.get(run.status, "a step is still in progress")
+    return (
+        f"wait_result: run {run.id} of workflow {run.workflow!r} did not finish within {timeout:g} s: "
+        f"it is {run.status}; {hint}. Wait longer, or look at it later with engine.get({run.id!r})"
+    )

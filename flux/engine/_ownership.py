@@ -25,8 +25,16 @@ def _process_start(pid: int) -> str:
 
 @cache
 def host_name() -> str:
-    """This machine's host name."""
-    return socket.gethostname()
+    """This host's name in owner ids: ``FLUX_HOSTNAME`` if set (containers often share host
+    names), else the machine's host name.
+
+    Raises:
+        ValueError: ``FLUX_HOSTNAME`` holds a ``/`` (owner ids are ``/``-separated).
+    """
+    name = os.environ.get("FLUX_HOSTNAME") or socket.gethostname()
+    if "/" in name:
+        raise ValueError(f"FLUX_HOSTNAME must not contain '/', got {name!r}; use a plain host name")
+    return name
 
 
 def new_owner_id() -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from flux.engine._positions import flow_resume_point, jumped
 from flux.errors import InvalidInputError, PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
 from flux.plan import Workflow
-from flux.records import JSON, RunRecord, SignalRecord, StepRecord
+from flux.records import EMPTY, JSON, RunRecord, StepRecord
 from flux.status import RunStatus, StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -46,6 +46,7 @@ def run_header(
     lease: timedelta,
     status: RunStatus = RunStatus.RUNNING,
     deadline: float | None = None,
+    labels: Mapping[str, str] = EMPTY,
 ) -> RunRecord:
     """The stored fields of a new run of ``plan`` (executed, started, replayed or a child)."""
     return RunRecord(
@@ -59,6 +60,7 @@ def run_header(
         owner=owner,
         lease_expires_at=now + lease,
         deadline_at=None if deadline is None else now + timedelta(seconds=deadline),
+        labels=labels,
     )
 
 
@@ -132,7 +134,9 @@ class WorkflowRegistry:
 
 
 def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
-    """What the run's recorded history shows that ``workflow`` does not match."""
+    """What the run's recorded history shows that ``workflow`` does not match: both sides, so
+    a renamed step shows as its old name (ran, not in the plan) and its new one (not in the
+    history). Plan steps beyond where the run has been are not differences."""
     planned = workflow.step_names
     found: list[str] = []
     recorded: list[str] = []
@@ -143,6 +147,10 @@ def plan_differences(workflow: Workflow[Any], run: RunRecord) -> list[str]:
     for name in recorded:
         if workflow.find(name) is None:
             found.append(f"step {name!r} ran in the run but is not in the plan")
+    if found:  # steps gone from the plan: show what stands where the run has been instead
+        for name in planned[: len(recorded) + 1]:
+            if name not in recorded:
+                found.append(f"plan step {name!r} is not in the run's history")
     order = [name for name in recorded if name in planned]
     if order != sorted(order, key=planned.index):
         found.append(f"steps ran in the order {order} but the plan orders them {list(planned)}")
@@ -173,16 +181,13 @@ def open_signals(workflow: Workflow[Any] | None, records: Sequence[StepRecord]) 
     return counts
 
 
-def check_signal(
-    workflow: Workflow[Any], run: RunRecord, signal: str, queued: Sequence[SignalRecord]
-) -> None:
-    """Refuse a signal that no wait of the run will ever take.
-
-    ``queued`` are the run's signals not taken yet.
+def check_signal(workflow: Workflow[Any], run: RunRecord, signal: str) -> int:
+    """Refuse a signal that no wait of the run will ever take; else how many waits may take it
+    (a signal beyond that many queued ones would never be consumed).
 
     Raises:
         UnknownSignalError: no open wait takes ``signal`` (the message lists the names that
-            can be sent), or every such wait already has a signal queued.
+            can be sent).
     """
     open_waits = open_signals(workflow, run.steps)
     if signal not in open_waits:
@@ -190,9 +195,4 @@ def check_signal(
         raise UnknownSignalError(
             f"run {run.id} will never wait for signal {signal!r}; it can take: {names}", run_id=run.id
         )
-    if sum(1 for s in queued if s.name == signal) >= open_waits[signal]:
-        raise UnknownSignalError(
-            f"run {run.id} already holds a signal {signal!r} for each wait that will take one; "
-            "a duplicate would never be consumed",
-            run_id=run.id,
-        )
+    return open_waits[signal]

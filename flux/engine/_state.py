@@ -8,6 +8,7 @@ completion of one step and the start of the next share one checkpoint.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
@@ -17,8 +18,10 @@ import attrs
 
 from flux.clock import Clock
 from flux.context import ChildRunner, DataCopy, RunData, StepContext
+from flux.engine import _logs
 from flux.engine._activity import Activity
 from flux.engine._keys import GOTO
+from flux.engine._logbook import LogBook, LogLimits
 from flux.events import Event, EventBus, StepComplete, StepFailed, StepSkip, StepSuspend
 from flux.plan import StepSpec, Workflow
 from flux.records import EMPTY, JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
@@ -62,6 +65,8 @@ class EngineContext:
     """Called at a run's end and cancellation (links child runs to their parents)."""
     children: ChildRunner | None = None
     """What ``ctx.run_child`` calls."""
+    log_limits: LogLimits = attrs.field(factory=LogLimits)
+    """How much of ``ctx.log`` each step visit keeps."""
 
 
 # --- how a visit ended ------------------------------------------------------------------------
@@ -146,6 +151,8 @@ class RunState:
         self.cancel_request: dict[str, JSON] | None = None
         self.activity = Activity()
         """Busy visits of a flow; a signal for this run pokes it (see ``_activity.py``)."""
+        self.logbook = LogBook(records, env.log_limits, env.clock.now)
+        """Lines logged through ``ctx.log``, attached to their visits' records by ``put``."""
 
     @property
     def header(self) -> RunRecord:
@@ -171,6 +178,7 @@ class RunState:
 
     def put(self, record: StepRecord) -> None:
         """Set a visit's record (a new one at the end); written by the next checkpoint."""
+        record = self.logbook.attach(record)
         if record.seq == len(self.records):
             self.records.append(record)
         else:
@@ -190,8 +198,11 @@ class RunState:
         pending, self.pending = self.pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
         events, self._events = self._events, []
+        written = tuple(pending.values())
+        if _logs.logger.isEnabledFor(logging.DEBUG):
+            _logs.checkpoint(self.header, written)
         try:
-            await self.env.storage.checkpoint(self.header, tuple(pending.values()))
+            await self.env.storage.checkpoint(self.header, written)
         except BaseException:
             self.pending = {**pending, **self.pending}  # written again by the next checkpoint
             self._events = events + self._events
@@ -215,6 +226,7 @@ class RunState:
             input=header.input,
             created_at=header.created_at,
             finished_at=header.finished_at,
+            labels=dict(header.labels),
         )
 
     def reload_data(self) -> None:
@@ -238,6 +250,7 @@ class RunState:
             seq=seq,
             failure=failure,
             child_runner=self.env.children,
+            log_sink=self.logbook.add,
         )
 
     def copy_data(self) -> DataCopy:

@@ -83,7 +83,7 @@ class WorkSource:
     release: Callable[[str], Awaitable[None]]
     """Give up this engine's claim on a run."""
 
-    async def idle(self) -> None:
-        """Wait for news (``engine.notify()``) or the poll interval, then clear the news."""
-        await self.waits.wait(self.wake, self.poll_interval)
+    async def idle(self, seconds: float) -> None:
+        """Wait for news (``engine.notify()``) or ``seconds``, then clear the news."""
+        await self.waits.wait(self.wake, seconds)
         self.wake.clear()

@@ -35,3 +35,11 @@ def paginate(items: Sequence[T], filter: RunFilter) -> Sequence[T]:
     """Apply ``filter.offset`` and ``filter.limit`` to an ordered sequence."""
     end = None if filter.limit is None else filter.offset + filter.limit
     return items[filter.offset : end]
+
+
+def duplicate_signal(run_id: str, name: str) -> str:
+    """The message of a signal refused because each wait that takes it has one queued."""
+    return (
+        f"run {run_id} already holds a signal {name!r} for each wait that will take one; "
+        "a duplicate would never be consumed"
+    )

@@ -10,15 +10,25 @@ until the same timeout.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, TypeVar
 
-from flux.errors import LeaseLostError, SchemaVersionError, StorageError
+from flux.errors import (
+    InvalidRunStateError,
+    LeaseLostError,
+    SchemaVersionError,
+    StorageCorruptedError,
+    StorageError,
+    UnknownSignalError,
+)
 from flux.records import RunRecord, SignalRecord
 from flux.status import RunStatus
+from flux.storage._common import duplicate_signal
 from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros
 from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
 from flux.storage._sqlite_wal import SAFETY_NET_PAGES
@@ -30,7 +40,9 @@ one this process wrote last for the run (then an existing row keeps its input co
 
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _CHUNK = 500  # run ids per IN (...) list: well under SQLite's parameter limit
+_ROWS_PER_UPSERT = 8  # step records per upsert statement (15 parameters each)
 _FINISHED = frozenset(s.value for s in RunStatus if s.finished)
+logger = logging.getLogger("flux.storage.sqlite")
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -148,19 +160,20 @@ class SQLiteOps:
         """Write a batch of checkpoints in one transaction; one outcome per checkpoint.
 
         A checkpoint fenced off by another owner gets a :class:`LeaseLostError` and writes
-        nothing; the others commit. Should the batch fail as a whole for another reason, each
+        nothing; the others commit. Should the batch fail as a whole for any other reason (a
+        value SQLite cannot bind raises ``UnicodeEncodeError``, not a ``sqlite3.Error``), each
         checkpoint is retried in its own transaction so that only the bad one fails.
         """
         try:
             return self._transaction(conn, True, self._write_batch, batch)
-        except sqlite3.Error as exc:
-            if len(batch) == 1 or is_busy(exc):
+        except Exception as exc:
+            if len(batch) == 1 or (isinstance(exc, sqlite3.Error) and is_busy(exc)):
                 raise
         outcomes: list[BaseException | None] = []
         for item in batch:
             try:
                 outcomes.extend(self._transaction(conn, True, self._write_batch, [item]))
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 outcomes.append(exc)
         return outcomes
 
@@ -168,8 +181,8 @@ class SQLiteOps:
         self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
     ) -> list[BaseException | None]:
         sql = self.sql
-        steady, keep_input, update = sql["run_steady"], sql["run_steady_keep_input"], sql["run_checkpoint"]
-        owner_of, insert, upsert = sql["run_owner"], sql["run_insert"], sql["step_upsert"]
+        bind = sql.bind
+        cursor = conn.cursor()
         outcomes: list[BaseException | None] = []
         for run, steps, same_input in batch:
             run_id, owner = run[0], run[9]
@@ -177,23 +190,49 @@ class SQLiteOps:
             # changes), else the full one (fenced by the owner), else it is a new run or fenced.
             where = (run_id, owner, run[1], run[3], run[11])
             if same_input:
-                written = conn.execute(keep_input, (run[2], *run[6:9], run[10], run[12], *where))
+                steady = bind(sql["run_steady_keep_input"], (run[2], *run[6:9], run[10], run[12], *where))
             else:
-                written = conn.execute(steady, (run[2], run[4], *run[6:9], run[10], run[12], *where))
-            if written.rowcount == 0:
-                written = conn.execute(update, (*run[1:5], *run[6:13], run_id, owner, owner))
-            if written.rowcount == 0:
-                found = conn.execute(owner_of, (run_id,)).fetchone()
-                if found is not None:
-                    outcomes.append(
-                        LeaseLostError(f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id)
-                    )
-                    continue
-                conn.execute(insert, run)
-            for step in steps:
-                conn.execute(upsert, step)
+                steady = bind(sql["run_steady"], (run[2], run[4], *run[6:9], run[10], run[12], *where))
+            if cursor.execute(*steady).rowcount == 0:
+                full = bind(sql["run_checkpoint"], (*run[1:5], *run[6:13], run_id, owner, owner))
+                if cursor.execute(*full).rowcount == 0:
+                    found = cursor.execute(sql["run_owner"], (run_id,)).fetchone()
+                    if found is not None:
+                        outcomes.append(
+                            LeaseLostError(
+                                f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id
+                            )
+                        )
+                        continue
+                    cursor.execute(*bind(sql["run_insert"], run))
+            # A few rows per statement: each statement has a cost of its own.
+            for start in range(0, len(steps), _ROWS_PER_UPSERT):
+                rows = steps[start : start + _ROWS_PER_UPSERT]
+                cursor.execute(*bind(sql.upsert_steps(len(rows)), tuple(chain.from_iterable(rows))))
             outcomes.append(None)
         return outcomes
+
+    def create(
+        self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row], key: tuple[str, str, int] | None
+    ) -> str | None:
+        """Insert a new run (and bind ``key``: workflow, key, expiry) unless the key is bound."""
+        return self._transaction(conn, True, self._create, run, steps, key)
+
+    def _create(
+        self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row], key: tuple[str, str, int] | None
+    ) -> str | None:
+        run_id, created_at = run[0], run[5]
+        if key is not None:
+            bound = conn.execute(self.sql["key_bound"], (key[0], key[1], created_at)).fetchone()
+            if bound is not None:
+                return str(bound[0])
+        if conn.execute(self.sql["run_owner"], (run_id,)).fetchone() is not None:
+            raise InvalidRunStateError(f"run id {run_id!r} is already stored", run_id=run_id)
+        conn.execute(self.sql["run_insert"], run)
+        conn.executemany(self.sql["step_upsert"], steps)
+        if key is not None:
+            conn.execute(self.sql["key_bind"], (key[0], key[1], run_id, key[2]))
+        return None
 
     def save(self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row]) -> None:
         """Upsert a run (keeping its created_at) and replace its step records."""
@@ -215,16 +254,29 @@ class SQLiteOps:
         return decode_run(row, conn.execute(self.sql["steps_select"], (run_id,)).fetchall())
 
     def list_runs(
-        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+        self,
+        conn: sqlite3.Connection,
+        workflow: str | None,
+        statuses: Sequence[str],
+        labels: Sequence[tuple[str, str]],
+        limit: int,
+        offset: int,
     ) -> list[RunRecord]:
         """Runs newest first (``limit`` -1: no limit), with their step records."""
-        return self._transaction(conn, False, self._list, workflow, statuses, limit, offset)
+        return self._transaction(conn, False, self._list, workflow, statuses, labels, limit, offset)
 
     def _list(
-        self, conn: sqlite3.Connection, workflow: str | None, statuses: Sequence[str], limit: int, offset: int
+        self,
+        conn: sqlite3.Connection,
+        workflow: str | None,
+        statuses: Sequence[str],
+        labels: Sequence[tuple[str, str]],
+        limit: int,
+        offset: int,
     ) -> list[RunRecord]:
-        query = self.sql.list_runs(workflow is not None, len(statuses))
-        params = ([] if workflow is None else [workflow]) + [*statuses, limit, offset]
+        query = self.sql.list_runs(workflow is not None, len(statuses), len(labels))
+        pairs = [value for pair in labels for value in pair]
+        params = ([] if workflow is None else [workflow]) + [*statuses, *pairs, limit, offset]
         rows = conn.execute(query, params).fetchall()
         steps: dict[str, list[Row]] = {row[0]: [] for row in rows}
         ids = list(steps)
@@ -232,7 +284,7 @@ class SQLiteOps:
             chunk = ids[start : start + _CHUNK]
             for step in conn.execute(self.sql.with_marks("steps_select_many", len(chunk)), chunk):
                 steps[step[0]].append(step)
-        return [decode_run(row, steps[row[0]]) for row in rows]
+        return _readable(rows, lambda row: decode_run(row, steps[row[0]]))
 
     def delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
         """Remove a run, its step records and its signals."""
@@ -270,10 +322,16 @@ class SQLiteOps:
             return None
         return self._load(conn, run_id)
 
-    def renew(self, conn: sqlite3.Connection, owner: str, lease: int) -> int:
-        """Extend every lease ``owner`` holds; how many."""
-        renew = self.sql["renew"]
-        return self._transaction(conn, True, lambda c: int(c.execute(renew, (lease, owner)).rowcount))
+    def renew(self, conn: sqlite3.Connection, owner: str, lease: int, run_ids: Sequence[str]) -> int:
+        """Extend the leases ``owner`` holds on ``run_ids``; how many."""
+        return self._transaction(conn, True, self._renew, owner, lease, run_ids)
+
+    def _renew(self, conn: sqlite3.Connection, owner: str, lease: int, run_ids: Sequence[str]) -> int:
+        count = 0
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            count += conn.execute(self.sql.with_marks("renew", len(chunk)), [lease, owner, *chunk]).rowcount
+        return count
 
     def release(self, conn: sqlite3.Connection, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on the run."""
@@ -282,17 +340,33 @@ class SQLiteOps:
     # --- signals --------------------------------------------------------------------------
 
     def add_signal(
-        self, conn: sqlite3.Connection, run_id: str, name: str, payload: str | None, at: int
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        name: str,
+        payload: str | None,
+        at: int,
+        limit: int | None,
     ) -> SignalRecord | None:
-        """Store a signal for an unfinished run (and wake it if suspended)."""
-        return self._transaction(conn, True, self._add_signal, run_id, name, payload, at)
+        """Store a signal for an unfinished run (and wake it if suspended), unless ``limit``
+        untaken signals of that name are stored already."""
+        return self._transaction(conn, True, self._add_signal, run_id, name, payload, at, limit)
 
     def _add_signal(
-        self, conn: sqlite3.Connection, run_id: str, name: str, payload: str | None, at: int
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        name: str,
+        payload: str | None,
+        at: int,
+        limit: int | None,
     ) -> SignalRecord | None:
         found = conn.execute(self.sql["run_status"], (run_id,)).fetchone()
         if found is None or found[0] in _FINISHED:
             return None
+        untaken = self.sql["signals_untaken"]
+        if limit is not None and conn.execute(untaken, (run_id, name)).fetchone()[0] >= limit:
+            raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         signal_id = conn.execute(self.sql["signal_insert"], (run_id, name, payload, at)).lastrowid
         if found[0] == RunStatus.SUSPENDED.value:
             conn.execute(self.sql["run_wake"], (at, run_id))
@@ -323,8 +397,8 @@ class SQLiteOps:
         return conn.execute(self.sql[name], params).fetchall()
 
     def headers(self, conn: sqlite3.Connection, name: str, params: Sequence[Any]) -> list[RunRecord]:
-        """Runs (without step records) returned by the query ``name``."""
-        return [decode_run(row) for row in self._transaction(conn, False, self._rows, name, params)]
+        """Runs (without step records) returned by the query ``name``; unreadable ones skipped."""
+        return _readable(self._transaction(conn, False, self._rows, name, params), decode_run)
 
     def next_wake(self, conn: sqlite3.Connection) -> datetime | None:
         """The earliest wake_at of a waiting run."""
@@ -336,17 +410,13 @@ class SQLiteOps:
         update = self.sql["request_cancel"]
         return self._transaction(conn, True, lambda c: bool(c.execute(update, (request, run_id)).rowcount))
 
-    def reserve_key(
-        self, conn: sqlite3.Connection, workflow: str, key: str, run_id: str, expires: int, now: int
-    ) -> str | None:
-        """Bind an idempotency key unless it is bound to a stored run and unexpired."""
-        return self._transaction(conn, True, self._reserve_key, workflow, key, run_id, expires, now)
 
-    def _reserve_key(
-        self, conn: sqlite3.Connection, workflow: str, key: str, run_id: str, expires: int, now: int
-    ) -> str | None:
-        bound = conn.execute(self.sql["key_bound"], (workflow, key, now)).fetchone()
-        if bound is not None:
-            return str(bound[0])
-        conn.execute(self.sql["key_bind"], (workflow, key, run_id, expires))
-        return None
+def _readable(rows: Sequence[Row], decode: Callable[[Row], RunRecord]) -> list[RunRecord]:
+    """The rows that decode; each one that does not is logged (its run id and column) and skipped."""
+    found = []
+    for row in rows:
+        try:
+            found.append(decode(row))
+        except StorageCorruptedError as exc:
+            logger.error("skipped an unreadable run: %s", exc, extra={"run_id": row[0]})
+    return found

@@ -8,12 +8,12 @@ naming the run and the column.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flux.errors import StorageCorruptedError, StorageError
-from flux.records import JSON, ErrorInfo, RunRecord, SignalRecord, StepRecord
+from flux.records import JSON, ErrorInfo, LogLine, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps, loads
 from flux.status import RunStatus, StepStatus
 from flux.storage._sqlite_schema import RUN_COLUMNS, SIGNAL_COLUMNS, STEP_COLUMNS
@@ -43,7 +43,7 @@ def micros(value: datetime | None, what: str = "a datetime") -> int | None:
 def _json(value: JSON, what: str) -> str:
     try:
         return dumps(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise StorageError(
             f"{what} cannot be stored ({exc}): flux stores JSON values only (dict with str keys, "
             "list, str, int, float, bool, None); convert it first"
@@ -61,12 +61,13 @@ def encode_input(run: RunRecord) -> str | None:
 
 # The hot path encodes without building any message; only a failure looks again, field by
 # field, to say which value is wrong.
-_BAD_VALUE = (TypeError, ValueError, OverflowError)
+_BAD_VALUE = (TypeError, ValueError, OverflowError, RecursionError)
 _RUN_CHECKS = (
     ("created_at", micros), ("updated_at", micros), ("finished_at", micros),
     ("lease_expires_at", micros), ("wake_at", micros), ("deadline_at", micros),
     ("error", lambda v, what: None if v is None else _json(v.to_json(), what)),
     ("cancel_requested", lambda v, what: None if v is None else _json(dict(v), what)),
+    ("labels", lambda v, what: _json(dict(v), what)),
 )  # fmt: skip
 _STEP_CHECKS = (
     ("started_at", micros), ("finished_at", micros), ("wake_at", micros),
@@ -95,16 +96,20 @@ def encode_run(run: RunRecord, input_text: str | None) -> Row:
 
     ``input_text`` is :func:`encode_input` of the run (the caller may have it already).
     """
-    error, cancel = run.error, run.cancel_requested
+    error, cancel, labels = run.error, run.cancel_requested, run.labels
     try:
         return (
             run.id, run.workflow, run.fingerprint, str(run.status), input_text, _us(run.created_at),
             _us(run.updated_at), _us(run.finished_at), None if error is None else dumps(error.to_json()),
             run.owner, _us(run.lease_expires_at), _us(run.wake_at), _us(run.deadline_at),
-            None if cancel is None else dumps(dict(cancel)),
+            None if cancel is None else dumps(dict(cancel)), dumps(dict(labels)) if labels else None,
         )  # fmt: skip
     except _BAD_VALUE:
         raise _explain(run, _RUN_CHECKS, f"run {run.id}") from None
+
+
+def _object(mapping: Mapping[str, JSON]) -> str:
+    return dumps(mapping if type(mapping) is dict else dict(mapping))
 
 
 def encode_step(run_id: str, step: StepRecord) -> Row:
@@ -115,13 +120,29 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
             run_id, step.seq, step.step, str(step.status), step.attempts, _us(step.started_at),
             _us(step.finished_at), None if error is None else dumps(error.to_json()),
             None if output is None else dumps(output),
-            dumps(dict(step.data_set)) if step.data_set else None,
+            _object(step.data_set) if step.data_set else None,
             dumps(list(step.data_unset)) if step.data_unset else None,
-            step.condition, dumps(dict(step.actions)) if step.actions else None, _us(step.wake_at),
-            step.waiting_for,
+            step.condition, _object(step.actions) if step.actions else None, _us(step.wake_at),
+            step.waiting_for, _encode_logs(step.logs) if step.logs else None,
         )  # fmt: skip
     except _BAD_VALUE:
         raise _explain(step, _STEP_CHECKS, f"step {step.step!r} (seq {step.seq}) of run {run_id}") from None
+
+
+def _encode_logs(logs: tuple[LogLine, ...]) -> str:
+    """A visit's log lines as a JSON list of ``[level, microseconds, message]``."""
+    return dumps([[line.level, _us(line.time), line.message] for line in logs])
+
+
+def _logs(value: Any) -> tuple[LogLine, ...]:
+    decoded = _json_value(value)
+    if decoded is None:
+        return ()
+    if not isinstance(decoded, list):
+        raise TypeError(f"expected a JSON list of log lines, found {decoded!r}")
+    return tuple(
+        LogLine(level=_text(level), time=_req_time(at), message=_text(text)) for level, at, text in decoded
+    )
 
 
 def encode_json(value: JSON, what: str) -> str | None:
@@ -199,11 +220,11 @@ Decoder = Callable[[Any], Any]
 
 _RUN_DECODERS: tuple[Decoder, ...] = (
     _text, _text, _text, RunStatus, _json_value, _req_time, _req_time, _time, _error, _opt_text,
-    _time, _time, _time, _json_object,
+    _time, _time, _time, _json_object, _mapping,
 )  # fmt: skip
 _STEP_DECODERS: tuple[Decoder, ...] = (
     _text, _int, _text, StepStatus, _int, _time, _time, _error, _json_value, _mapping, _names,
-    _condition, _mapping, _time, _opt_text,
+    _condition, _mapping, _time, _opt_text, _logs,
 )  # fmt: skip
 _SIGNAL_DECODERS: tuple[Decoder, ...] = (_int, _text, _text, _json_value, _req_time, _opt_int)
 

@@ -11,28 +11,35 @@ one) and adjust the column lists below.
 from __future__ import annotations
 
 import re
+from functools import partial
+from operator import is_
+from typing import Any
 
 import attrs
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_is_none = partial(is_, None)
+_MAX_VARIANTS = 96  # statements with literal NULLs kept (sqlite3 caches 128 prepared statements)
 
 RUN_COLUMNS = (
     "id", "workflow", "fingerprint", "status", "input", "created_at", "updated_at", "finished_at",
-    "error", "owner", "lease_expires_at", "wake_at", "deadline_at", "cancel_requested",
+    "error", "owner", "lease_expires_at", "wake_at", "deadline_at", "cancel_requested", "labels",
 )  # fmt: skip
 """The runs table's columns in the order the row encoders use (``pos`` aside)."""
 
 STEP_COLUMNS = (
     "run_id", "seq", "step", "status", "attempts", "started_at", "finished_at", "error", "output",
-    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for",
+    "data_set", "data_unset", "condition", "actions", "wake_at", "waiting_for", "logs",
 )  # fmt: skip
 """The step records table's columns, in encoder order."""
 
 SIGNAL_COLUMNS = ("id", "run_id", "name", "payload", "created_at", "consumed_by")
 
-# What checkpoint rewrites on an existing run: neither the key, nor created_at (set once), nor
-# cancel_requested (only request_cancel sets it).
-CHECKPOINT_COLUMNS = tuple(c for c in RUN_COLUMNS if c not in ("id", "created_at", "cancel_requested"))
+# What checkpoint rewrites on an existing run: neither the key, nor created_at and labels (set
+# once), nor cancel_requested (only request_cancel sets it).
+CHECKPOINT_COLUMNS = tuple(
+    c for c in RUN_COLUMNS if c not in ("id", "created_at", "cancel_requested", "labels")
+)
 # The columns that no index covers. Rewriting an indexed column, even with the value it has,
 # dirties index pages: most checkpoints change none, so they first try an UPDATE that sets only
 # these and matches the indexed ones (plus the owner, for fencing) in its WHERE.
@@ -143,6 +150,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         "idempotency keys leave with their run (delete and prune)",
         ("CREATE INDEX {keys}_run ON {keys} (run_id)",),
     ),
+    Migration(
+        4,
+        "run labels",
+        # A JSON object (NULL: no labels); list filters with json_each.
+        ("ALTER TABLE {runs} ADD COLUMN labels TEXT",),
+    ),
+    Migration(
+        5,
+        "step logs: the lines handlers logged through ctx.log",
+        ("ALTER TABLE {steps} ADD COLUMN logs TEXT",),
+    ),
 )
 """Every schema version in order; a database records each one it has applied."""
 
@@ -212,7 +230,10 @@ _TEMPLATES: dict[str, str] = {
         "UPDATE {runs} SET owner = ?, lease_expires_at = ? WHERE id = ? AND (owner IS NULL "
         "OR lease_expires_at IS NULL OR owner = ? OR owner = ? OR lease_expires_at < ?)"
     ),
-    "renew": "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL",
+    "renew": (
+        "UPDATE {runs} SET lease_expires_at = ? WHERE owner = ? AND lease_expires_at IS NOT NULL "
+        "AND id IN ({marks})"
+    ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = ? AND owner = ?",
     # --- signals ---
     "run_status": "SELECT status FROM {runs} WHERE id = ?",
@@ -226,6 +247,7 @@ _TEMPLATES: dict[str, str] = {
         f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} "
         "WHERE run_id = ? AND name = ? AND consumed_by IS NULL ORDER BY id LIMIT 1"
     ),
+    "signals_untaken": "SELECT COUNT(*) FROM {signals} WHERE run_id = ? AND name = ? AND consumed_by IS NULL",
     "signal_take": "UPDATE {signals} SET consumed_by = ? WHERE id = ?",
     "signals_select": f"SELECT {_cols(SIGNAL_COLUMNS)} FROM {{signals}} WHERE run_id = ? ORDER BY id",
     "signals_delete": "DELETE FROM {signals} WHERE run_id = ?",
@@ -275,6 +297,8 @@ class Statements:
             "schema": f"{prefix}schema",
         }
         self._sql = {name: self._format(text) for name, text in _TEMPLATES.items()}
+        self._with_nulls: dict[tuple[str, tuple[bool, ...]], str] = {}
+        self._upserts: dict[int, str] = {}
 
     def _format(self, text: str) -> str:
         # Leave {marks} and {where} for the statements that take a variable number of values.
@@ -287,14 +311,51 @@ class Statements:
         """``migration``'s statements for this prefix."""
         return [self._format(text) for text in migration.statements]
 
-    def list_runs(self, by_workflow: bool, statuses: int) -> str:
-        """The ``list`` query; parameters: the workflow (if any), the statuses, limit, offset."""
+    def list_runs(self, by_workflow: bool, statuses: int, labels: int = 0) -> str:
+        """The ``list`` query; parameters: the workflow (if any), the statuses, a key and a
+        value per label, limit, offset."""
         where = []
         if by_workflow:
             where.append("workflow = ?")
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in range(statuses))})")
+        runs = self.tables["runs"]
+        label = f"EXISTS (SELECT 1 FROM json_each({runs}.labels) WHERE key = ? AND value = ?)"
+        where.extend(label for _ in range(labels))
         return self._sql["list"].format(where=" WHERE " + " AND ".join(where) if where else "")
+
+    def upsert_steps(self, count: int) -> str:
+        """The statement that upserts ``count`` step records (their rows' values, one after another)."""
+        sql = self._upserts.get(count)
+        if sql is None:
+            row = f"({_marks(STEP_COLUMNS)})"
+            rows = ", ".join([row] * count)
+            sql = self._sql["step_upsert"].replace(f"VALUES {row}", f"VALUES {rows}", 1)
+            self._upserts[count] = sql
+        return sql
+
+    def bind(self, sql: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        """Statement ``sql`` with a literal NULL in place of each ``?`` whose value is None.
+
+        Returns the statement and the parameters left. Python's sqlite3 module binds a None
+        only after a failed adapter lookup (thousands of instructions per value), while a
+        checkpoint's rows hold a dozen Nones; the variants are few, each prepared once and
+        kept in the connection's statement cache.
+        """
+        nulls = tuple(map(_is_none, params))
+        if True not in nulls:
+            return sql, params
+        key = (sql, nulls)
+        variant = self._with_nulls.get(key)
+        if variant is None:
+            parts = sql.split("?")
+            if len(parts) != len(params) + 1:
+                raise ValueError(f"{sql!r} takes {len(parts) - 1} parameters, got {len(params)}")
+            marks = ["NULL" if null else "?" for null in nulls]
+            variant = parts[0] + "".join(mark + part for mark, part in zip(marks, parts[1:], strict=True))
+            if len(self._with_nulls) < _MAX_VARIANTS:
+                self._with_nulls[key] = variant
+        return variant, tuple([value for value in params if value is not None])
 
     def with_marks(self, name: str, count: int, *, where: str = "") -> str:
         """A statement whose ``IN ({marks})`` list takes ``count`` parameters."""

@@ -17,6 +17,8 @@ import sqlite3
 
 import aiosqlite
 
+from flux.storage._sqlite_connect import connect
+
 logger = logging.getLogger("flux.storage.sqlite")
 
 EVERY = 400  # checkpoints written between two background WAL checkpoints
@@ -33,7 +35,7 @@ class WalCheckpointer:
 
     async def open(self, database: str, uri: bool, busy_timeout: float) -> None:
         """Connect to the database (a file in WAL mode; do not call for ``:memory:``)."""
-        self._db = await aiosqlite.connect(database, uri=uri, isolation_level=None, timeout=busy_timeout)
+        self._db = await connect(database, uri=uri, timeout=busy_timeout)
 
     def written(self, count: int) -> None:
         """Note ``count`` checkpoints committed; start a WAL checkpoint when enough piled up."""

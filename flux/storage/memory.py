@@ -9,22 +9,54 @@ from datetime import datetime
 
 import attrs
 
-from flux.errors import LeaseLostError
-from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
-from flux.serde import copy_json
+from flux.errors import InvalidRunStateError, LeaseLostError, UnknownSignalError
+from flux.records import EMPTY, JSON, RunFilter, RunRecord, SignalRecord, StepRecord
+from flux.serde import SHARED, copy_json
 from flux.status import RunStatus
-from flux.storage._common import finished_statuses, paginate
+from flux.storage._common import duplicate_signal, finished_statuses, paginate
 
 
-def _copy_step(record: StepRecord) -> StepRecord:
-    if record.output is None and not record.data_set and not record.actions:
+class _Step:
+    """One stored step visit with JSON parts a caller could change: private copies of them.
+
+    The record itself is frozen; its own ``output``, ``data_set`` and ``actions`` stay the
+    caller's objects and are never handed out.
+    """
+
+    __slots__ = ("actions", "data_set", "output", "record")
+
+    def __init__(self, record: StepRecord) -> None:
+        self.record = record
+        self.output = copy_json(record.output)
+        self.data_set = _copy_mapping(record.data_set)
+        self.actions = _copy_mapping(record.actions)
+
+    def copy(self) -> StepRecord:
+        """The stored visit as a record the caller owns (its JSON parts copied again)."""
+        return attrs.evolve(
+            self.record,
+            output=copy_json(self.output),
+            data_set=self.data_set and copy_json(self.data_set),
+            actions=self.actions and copy_json(self.actions),
+        )
+
+
+def _copy_mapping(mapping: Mapping[str, JSON]) -> Mapping[str, JSON]:
+    if not mapping:
+        return EMPTY
+    copy: dict[str, JSON] = copy_json(mapping if type(mapping) is dict else dict(mapping))
+    return copy
+
+
+def _keep(record: StepRecord) -> StepRecord | _Step:
+    """What to store of ``record``: the record itself when nothing in it can change."""
+    if type(record.output) in SHARED and record.data_set is EMPTY and record.actions is EMPTY:
         return record
-    return attrs.evolve(
-        record,
-        output=copy_json(record.output),
-        data_set=copy_json(dict(record.data_set)),
-        actions=copy_json(dict(record.actions)),
-    )
+    return _Step(record)
+
+
+def _give(stored: StepRecord | _Step) -> StepRecord:
+    return stored.copy() if isinstance(stored, _Step) else stored
 
 
 def _copy_cancel(request: Mapping[str, JSON] | None) -> dict[str, JSON] | None:
@@ -43,7 +75,7 @@ class _Entry:
         self.created_at = run.created_at
         self.input = copy_json(run.input)
         self.cancel_requested = _copy_cancel(run.cancel_requested)
-        self.steps: dict[int, StepRecord] = {}
+        self.steps: dict[int, StepRecord | _Step] = {}
 
     def header(self) -> RunRecord:
         """The stored run's own fields, as copies."""
@@ -85,7 +117,24 @@ class MemoryStorage:
             entry.run = run
             entry.input = copy_json(run.input)
             entry.cancel_requested = _copy_cancel(run.cancel_requested)
-        entry.steps = {record.seq: _copy_step(record) for record in run.steps}
+        entry.steps = {record.seq: _keep(record) for record in run.steps}
+
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
+            bound = self._keys.get((run.workflow, key))
+            if bound is not None and bound[1] > run.created_at and bound[0] in self._runs:
+                return bound[0]
+        if run.id in self._runs:
+            raise InvalidRunStateError(f"run id {run.id!r} is already stored", run_id=run.id)
+        entry = self._runs[run.id] = _Entry(run, next(self._order))
+        entry.steps = {record.seq: _keep(record) for record in run.steps}
+        if key is not None and key_expires_at is not None:
+            self._keys[(run.workflow, key)] = (run.id, key_expires_at)
+        return None
 
     async def load(self, run_id: str) -> RunRecord | None:
         entry = self._runs.get(run_id)
@@ -119,9 +168,11 @@ class MemoryStorage:
                 )
             if run.input is not entry.run.input:
                 entry.input = copy_json(run.input)
+            if run.labels is not entry.run.labels and run.labels != entry.run.labels:
+                run = attrs.evolve(run, labels=entry.run.labels)  # set once, never checkpointed
             entry.run = run
         for record in steps:
-            entry.steps[record.seq] = _copy_step(record)
+            entry.steps[record.seq] = _keep(record)
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
         statuses = finished_statuses(status)
@@ -152,10 +203,11 @@ class MemoryStorage:
         entry.run = attrs.evolve(entry.run, owner=owner, lease_expires_at=lease_expires_at)
         return self._assemble(entry)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         count = 0
-        for entry in self._runs.values():
-            if entry.run.owner == owner and entry.run.lease_expires_at is not None:
+        for run_id in set(run_ids):
+            entry = self._runs.get(run_id)
+            if entry is not None and entry.run.owner == owner and entry.run.lease_expires_at is not None:
                 entry.run = attrs.evolve(entry.run, lease_expires_at=lease_expires_at)
                 count += 1
         return count
@@ -165,10 +217,16 @@ class MemoryStorage:
         if entry is not None and entry.run.owner == owner:
             entry.run = attrs.evolve(entry.run, owner=None, lease_expires_at=None)
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
         entry = self._runs.get(run_id)
         if entry is None or entry.run.status.finished:
             return None
+        if limit is not None:
+            queued = self._signals.get(run_id, ())
+            if sum(1 for s in queued if s.name == name and s.consumed_by is None) >= limit:
+                raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         signal = SignalRecord(
             id=next(self._signal_ids),
             run_id=run_id,
@@ -239,15 +297,6 @@ class MemoryStorage:
             if e.run.owner == owner and e.cancel_requested and not e.run.status.finished
         ]
 
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        bound = self._keys.get((workflow, key))
-        if bound is not None and bound[1] > now and bound[0] in self._runs:
-            return bound[0]
-        self._keys[(workflow, key)] = (run_id, expires_at)
-        return None
-
     def _assemble(self, entry: _Entry) -> RunRecord:
-        steps = tuple(_copy_step(entry.steps[seq]) for seq in sorted(entry.steps))
+        steps = tuple(_give(entry.steps[seq]) for seq in sorted(entry.steps))
         return attrs.evolve(entry.header(), steps=steps)

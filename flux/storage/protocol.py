@@ -36,6 +36,21 @@ class Storage(Protocol):
         """Insert or replace ``run`` with all its step records; ``created_at`` is kept on update."""
         ...
 
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        """Insert a new run with its step records: insert-only, never over a stored run.
+
+        With ``key``, the idempotency key ``key`` of ``run.workflow`` is bound to the new run
+        until ``key_expires_at``, in the same transaction. If the key is bound to a stored run
+        and has not expired at ``run.created_at``, nothing is written and that run's id is
+        returned. Returns None when the run was created.
+
+        Raises:
+            InvalidRunStateError: a run with ``run.id`` is stored already (nothing is written).
+        """
+        ...
+
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None."""
         ...
@@ -79,8 +94,9 @@ class Storage(Protocol):
         step records), or None."""
         ...
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds; returns how many."""
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each run of ``run_ids`` that ``owner`` holds with a lease;
+        returns how many. Runs the owner holds but no longer drives are left to expire."""
         ...
 
     async def release(self, run_id: str, owner: str) -> None:
@@ -89,9 +105,17 @@ class Storage(Protocol):
 
     # --- waiting and workers -------------------------------------------------------------
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
         """Store a signal for an unfinished run; a suspended run becomes due at ``at``, in the
-        same transaction. Returns None (storing nothing) when the run is unknown or finished."""
+        same transaction. Returns None (storing nothing) when the run is unknown or finished.
+
+        Raises:
+            UnknownSignalError: ``limit`` is given and the run already holds ``limit`` untaken
+                signals called ``name`` (the count and the insert are one transaction, so two
+                concurrent duplicates cannot both be stored).
+        """
         ...
 
     async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
@@ -105,7 +129,12 @@ class Storage(Protocol):
 
     async def due(self, now: datetime, limit: int) -> builtins.list[RunRecord]:
         """Pending and suspended runs whose ``wake_at`` is at or before ``now``, earliest first,
-        without step records."""
+        without step records.
+
+        Listings (``list``, ``due``, ``orphans``, ``cancel_requests``) skip a run whose stored
+        row cannot be read, logging its id and column on the ``flux.storage`` logger; ``load``
+        of that run raises :class:`~flux.errors.StorageCorruptedError`.
+        """
         ...
 
     async def next_wake(self) -> datetime | None:
@@ -123,11 +152,4 @@ class Storage(Protocol):
 
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
-        ...
-
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        """Bind an idempotency key of ``workflow`` to ``run_id`` until ``expires_at``, unless it
-        is bound to a stored run and has not expired: then return that run's id."""
         ...

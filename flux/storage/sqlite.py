@@ -17,6 +17,7 @@ import os
 import sqlite3
 import stat
 import urllib.parse
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -24,10 +25,12 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from flux._duration import to_seconds
 from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
 from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
 from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_step, micros
@@ -71,11 +74,9 @@ class SQLiteStorage:
         table_prefix: str = "flux_",
         busy_timeout: float = 30.0,
     ):
-        if not busy_timeout > 0:
-            raise ValueError(f"busy_timeout must be a positive number of seconds, got {busy_timeout!r}")
+        self.busy_timeout = to_seconds(busy_timeout, "busy_timeout")
         self.path = os.fspath(path)
         self.table_prefix = table_prefix
-        self.busy_timeout = float(busy_timeout)
         self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
@@ -93,6 +94,16 @@ class SQLiteStorage:
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r}, table_prefix={self.table_prefix!r})"
+
+    def __del__(self) -> None:
+        if getattr(self, "_db", None) is not None:
+            warnings.warn(
+                f"{self!r} was never closed. Use `async with FluxEngine(storage=...) as engine:` "
+                "(or `async with storage:`), or call `await engine.close()`",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
 
     async def __aenter__(self) -> SQLiteStorage:
         await self.init()
@@ -141,7 +152,7 @@ class SQLiteStorage:
         check_versions()
         database, uri, read_only = self._target()
         try:
-            db = await aiosqlite.connect(database, uri=uri, isolation_level=None, timeout=self.busy_timeout)
+            db = await connect(database, uri=uri, timeout=self.busy_timeout)
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
         try:
@@ -196,6 +207,25 @@ class SQLiteStorage:
         self._inputs.pop(run.id, None)
         await self._call(self._ops.save, encode_run(run, encode_input(run)), steps)
 
+    async def create(
+        self, run: RunRecord, *, key: str | None = None, key_expires_at: datetime | None = None
+    ) -> str | None:
+        """Insert a new run with its step records, never over a stored one; with ``key``, bind
+        that idempotency key to it in the same transaction, unless the key is bound to a
+        stored, unexpired run: then store nothing and return that run's id.
+
+        Raises:
+            InvalidRunStateError: the run's id is taken (nothing is written).
+        """
+        steps = [encode_step(run.id, record) for record in run.steps]
+        binding = None
+        if key is not None:
+            if key_expires_at is None:
+                raise ValueError("create(key=...) needs key_expires_at")
+            binding = (run.workflow, key, micros(key_expires_at, "key_expires_at"))
+        self._inputs.pop(run.id, None)
+        return await self._call(self._ops.create, encode_run(run, encode_input(run)), steps, binding)
+
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None.
 
@@ -211,7 +241,8 @@ class SQLiteStorage:
         if filter.status is not None and not statuses:
             return []
         limit = -1 if filter.limit is None else filter.limit
-        return await self._call(self._ops.list_runs, filter.workflow, statuses, limit, filter.offset)
+        labels = sorted((filter.labels or {}).items())
+        return await self._call(self._ops.list_runs, filter.workflow, statuses, labels, limit, filter.offset)
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run, its step records and signals; False when there was none."""
@@ -296,6 +327,11 @@ class SQLiteStorage:
             self._idle.set()
 
     def _outcome_error(self, outcome: BaseException) -> BaseException:
+        if isinstance(outcome, UnicodeEncodeError):  # a lone surrogate got past the JSON check
+            return StorageError(
+                f"a checkpoint holds a str SQLite cannot store ({outcome}); "
+                "flux stores valid Unicode text only"
+            )
         return self._error(outcome) if isinstance(outcome, sqlite3.Error) else outcome
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
@@ -320,9 +356,10 @@ class SQLiteStorage:
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
         return await self._call(self._ops.claim, run_id, owner, lease, at, takeover)
 
-    async def renew(self, owner: str, lease_expires_at: datetime) -> int:
-        """Extend the lease of every run ``owner`` holds (with a lease); returns how many."""
-        return await self._call(self._ops.renew, owner, micros(lease_expires_at, "lease_expires_at"))
+    async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
+        """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
+        lease = micros(lease_expires_at, "lease_expires_at")
+        return await self._call(self._ops.renew, owner, lease, sorted(set(run_ids)))
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
@@ -330,10 +367,13 @@ class SQLiteStorage:
 
     # --- waiting and workers --------------------------------------------------------------
 
-    async def add_signal(self, run_id: str, name: str, payload: JSON, at: datetime) -> SignalRecord | None:
-        """Store a signal for an unfinished run and make a suspended run due at ``at``."""
+    async def add_signal(
+        self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
+    ) -> SignalRecord | None:
+        """Store a signal for an unfinished run and make a suspended run due at ``at``; with
+        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored."""
         text = encode_json(payload, f"the payload of signal {name!r}")
-        return await self._call(self._ops.add_signal, run_id, name, text, micros(at, "at"))
+        return await self._call(self._ops.add_signal, run_id, name, text, micros(at, "at"), limit)
 
     async def take_signal(self, run_id: str, name: str, seq: int) -> SignalRecord | None:
         """The signal visit ``seq`` took already, else the oldest untaken one, now taken."""
@@ -364,11 +404,3 @@ class SQLiteStorage:
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
         return await self._call(self._ops.headers, "cancel_requests", (owner,))
-
-    async def reserve_key(
-        self, workflow: str, key: str, run_id: str, expires_at: datetime, now: datetime
-    ) -> str | None:
-        """Bind an idempotency key to ``run_id`` unless it is bound to a stored, unexpired run
-        (then return that run's id)."""
-        expires, at = micros(expires_at, "expires_at"), micros(now, "now")
-        return await self._call(self._ops.reserve_key, workflow, key, run_id, expires, at)

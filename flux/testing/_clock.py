@@ -69,6 +69,12 @@ class FakeClock:
         """Timers (sleeps and timeouts) waiting for the clock to reach them."""
         return sum(1 for _, tid, _ in self._timers if tid not in self._cancelled)
 
+    @property
+    def next_due(self) -> datetime | None:
+        """When the earliest pending timer (a sleep or a deadline) falls due, or None."""
+        live = [when for when, tid, _ in self._timers if tid not in self._cancelled]
+        return min(live, default=None)
+
     async def wait_for_timers(self, count: int = 1) -> None:
         """Wait until at least ``count`` timers are pending (the code under test is waiting)."""
         while self.pending_timers < count:

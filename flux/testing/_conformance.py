@@ -14,6 +14,9 @@ yields an opened, empty backend; pytest collects the inherited tests::
             yield store
             await store.close()
 
+        async def damage(self, storage, run_id):
+            ...  # break one encoded column of the run's row (False: no encoded rows)
+
 The tests are ``async``: run them with pytest-asyncio (``asyncio_mode = "auto"``, or decorate
 the fixture with ``@pytest_asyncio.fixture`` in strict mode).
 """
@@ -28,14 +31,15 @@ import attrs
 import pytest
 
 from flux.errors import LeaseLostError
-from flux.records import RunFilter
+from flux.records import LogLine, RunFilter
 from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
+from flux.testing._conformance_create import CreateConformance
 from flux.testing._conformance_workers import WorkerConformance
 from flux.testing._factories import NESTED, UNICODE, at, full_run, run_record, step_record
 
 
-class StorageConformance(WorkerConformance):
+class StorageConformance(WorkerConformance, CreateConformance):
     """The storage contract as tests: subclass it and provide a ``storage`` fixture."""
 
     pytestmark = [pytest.mark.asyncio]
@@ -60,6 +64,20 @@ class StorageConformance(WorkerConformance):
         await storage.save(run)
         assert await storage.load(run.id) == run
         assert await storage.list() == [run]
+
+    async def test_step_logs_round_trip_and_grow_by_checkpoint(self, storage: Storage) -> None:
+        """A visit's log lines (level, time, message) are kept in order; a checkpoint that
+        rewrites the record with more lines replaces them, one without lines clears them."""
+        first = LogLine(level="info", time=at(1), message="charging " + UNICODE)
+        second = LogLine(level="warning", time=at(2.000001), message="x" * 3000)
+        step = step_record(0, StepStatus.RUNNING, logs=(first,))
+        await storage.save(run_record(steps=(step,)))
+        await storage.checkpoint(run_record(), [attrs.evolve(step, logs=(first, second))])
+        loaded = await storage.load("run-1")
+        assert loaded is not None and loaded.steps[0].logs == (first, second)
+        await storage.checkpoint(run_record(), [attrs.evolve(step, logs=())])
+        loaded = await storage.load("run-1")
+        assert loaded is not None and loaded.steps[0].logs == ()
 
     @pytest.mark.parametrize(
         "value",
@@ -366,17 +384,6 @@ class StorageConformance(WorkerConformance):
         assert {first.payload, second.payload} == {1, 2}
         assert first.id != second.id
 
-    async def test_concurrent_reservations_of_one_key_bind_one_run(self, storage: Storage) -> None:
-        """Runs stored first, then their key reserved at once: one binds, the rest get its id."""
-        for index in range(5):
-            await storage.save(run_record(f"r{index}", status=RunStatus.PENDING))
-        answers = await asyncio.gather(
-            *(storage.reserve_key("flow", "k", f"r{i}", at(100), at(0)) for i in range(5))
-        )
-        bound = [f"r{i}" for i, answer in enumerate(answers) if answer is None]
-        assert len(bound) == 1
-        assert {answer for answer in answers if answer is not None} == set(bound)
-
     async def test_a_finished_run_leaves_the_cancel_requests(self, storage: Storage) -> None:
         """A run that ends after a request was made is no longer listed for its owner."""
         await storage.save(run_record(owner="A", lease_expires_at=at(30)))
@@ -401,3 +408,45 @@ class StorageConformance(WorkerConformance):
         await storage.save(run_record("old", status=RunStatus.COMPLETED, finished_at=at(2)))
         assert await storage.prune(older_than=at(50)) == 1
         assert await storage.list_signals("old") == []
+
+    # --- labels -----------------------------------------------------------------------------
+
+    async def test_labels_are_set_once_and_filter_list(self, storage: Storage) -> None:
+        """Labels are stored with a run (by save or a first checkpoint), kept by later
+        checkpoints, and ``list`` keeps the runs that carry every label asked for."""
+        await storage.save(run_record("a", labels={"tenant": "acme", "tier": "gold"}))
+        await storage.checkpoint(run_record("b", labels={"tenant": "acme"}, created=1))
+        await storage.save(run_record("c", labels={"tenant": "other"}, created=2))
+        await storage.save(run_record("d", created=3))
+        await storage.checkpoint(run_record("a", status=RunStatus.COMPLETED, labels={"tenant": "x"}))
+
+        loaded = await storage.load("a")
+        assert loaded is not None
+        assert loaded.status == RunStatus.COMPLETED
+        assert dict(loaded.labels) == {"tenant": "acme", "tier": "gold"}
+
+        async def ids(**labels: str) -> list[str]:
+            return [run.id for run in await storage.list(RunFilter(labels=labels))]
+
+        assert await ids(tenant="acme") == ["b", "a"]
+        assert await ids(tenant="acme", tier="gold") == ["a"]
+        assert await ids(tenant="nobody") == []
+        assert await ids() == ["d", "c", "b", "a"]
+        both = RunFilter(labels={"tenant": "acme"}, status=RunStatus.COMPLETED, workflow="flow", limit=5)
+        assert [run.id for run in await storage.list(both)] == ["a"]
+
+    async def test_create_stores_labels(self, storage: Storage) -> None:
+        """A run created insert-only keeps its labels like a saved one."""
+        await storage.create(run_record(labels={"tenant": "acme"}))
+        [found] = await storage.list(RunFilter(labels={"tenant": "acme"}))
+        assert dict(found.labels) == {"tenant": "acme"}
+
+    async def test_labels_of_a_loaded_run_are_read_only_copies(self, storage: Storage) -> None:
+        """Changing the dict a run was saved with changes nothing stored."""
+        labels = {"tenant": "acme"}
+        await storage.save(run_record(labels=labels))
+        labels["tenant"] = "changed"
+        loaded = await storage.load("run-1")
+        assert loaded is not None and dict(loaded.labels) == {"tenant": "acme"}
+        with pytest.raises(TypeError):
+            loaded.labels["tenant"] = "x"  # type: ignore[index]

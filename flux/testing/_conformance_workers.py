@@ -56,15 +56,19 @@ class WorkerConformance:
         assert await storage.load("ghost") is None
 
     async def test_renew_extends_only_the_owners_leases(self, storage: Storage) -> None:
-        """``renew`` touches the owner's runs that hold a lease, and counts them."""
+        """``renew`` touches the given runs the owner holds with a lease, and counts them;
+        a run the owner holds but does not name (nothing drives it) keeps its old lease."""
         await storage.save(run_record("a1", owner="A", lease_expires_at=at(30)))
         await storage.save(run_record("a2", owner="A", lease_expires_at=at(20)))
+        await storage.save(run_record("a-undriven", owner="A", lease_expires_at=at(20)))
         await storage.save(run_record("a-waiting", owner="A", status=RunStatus.SUSPENDED))
         await storage.save(run_record("b1", owner="B", lease_expires_at=at(30)))
-        assert await storage.renew("A", at(99)) == 2
+        named = ["a1", "a2", "a-waiting", "b1", "unknown", "a1"]
+        assert await storage.renew("A", at(99), named) == 2
         leases = {r.id: r.lease_expires_at for r in await storage.list()}
-        assert leases == {"a1": at(99), "a2": at(99), "a-waiting": None, "b1": at(30)}
-        assert await storage.renew("nobody", at(99)) == 0
+        assert leases == {"a1": at(99), "a2": at(99), "a-undriven": at(20), "a-waiting": None, "b1": at(30)}
+        assert await storage.renew("nobody", at(99), ["b1"]) == 0
+        assert await storage.renew("A", at(99), []) == 0
 
     async def test_release_drops_only_the_owners_claim(self, storage: Storage) -> None:
         """A non-owner's release is a no-op; the owner's clears owner and lease."""
@@ -192,24 +196,3 @@ class WorkerConformance:
             ("mine", {"reason": "user asked", "compensate": True})
         ]
         assert await storage.cancel_requests("nobody") == []
-
-    async def test_reserve_key_binds_once_until_expiry(self, storage: Storage) -> None:
-        """A key bound to a stored run returns that run until it expires or the run is gone."""
-        assert await storage.reserve_key("flow", "k", "r1", at(100), at(0)) is None
-        await storage.save(run_record("r1"))
-        assert await storage.reserve_key("flow", "k", "r2", at(100), at(10)) == "r1"
-        assert await storage.reserve_key("other-flow", "k", "r3", at(100), at(10)) is None
-        assert await storage.reserve_key("flow", "k", "r2", at(200), at(100)) is None  # expired
-        await storage.save(run_record("r2"))
-        assert await storage.reserve_key("flow", "k", "r4", at(300), at(150)) == "r2"
-        await storage.delete("r2")
-        assert await storage.reserve_key("flow", "k", "r4", at(300), at(150)) is None
-
-    async def test_pruning_a_run_frees_its_idempotency_key(self, storage: Storage) -> None:
-        """A pruned run takes its key binding with it: the key starts a new run afterwards."""
-        assert await storage.reserve_key("flow", "k", "old", at(10_000), at(0)) is None
-        await storage.save(attrs.evolve(run_record("old"), status=RunStatus.COMPLETED, finished_at=at(1)))
-        assert await storage.prune(older_than=at(5)) == 1
-        assert await storage.reserve_key("flow", "k", "new", at(10_000), at(6)) is None
-        await storage.save(run_record("new"))
-        assert await storage.reserve_key("flow", "k", "third", at(10_000), at(7)) == "new"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flux.records import ErrorInfo, RunRecord, StepRecord
+from flux.records import ErrorInfo, LogLine, RunRecord, StepRecord
 from flux.status import RunStatus, StepStatus
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -45,6 +45,10 @@ def step_record(seq: int, status: StepStatus = StepStatus.COMPLETED, **fields: A
 
 def full_run() -> RunRecord:
     """A run with every field set, in both the run and its step records."""
+    logs = (
+        LogLine(level="info", time=at(1.5), message=UNICODE),
+        LogLine(level="error", time=at(2), message=""),
+    )
     failure = ErrorInfo(
         type="ValueError", message=UNICODE, step="charge", attempt=3, traceback="Traceback...\n  x",
         compensation=ErrorInfo(type="KeyError", message="refund", step="charge"),
@@ -53,6 +57,7 @@ def full_run() -> RunRecord:
         step_record(
             0, started_at=at(1), finished_at=at(2), output=NESTED, data_set={"k": NESTED, UNICODE: 1},
             data_unset=("gone", UNICODE), condition=True, actions={"pay": {"id": "tx-1"}},
+            logs=logs,
         ),
         step_record(1, StepStatus.SKIPPED, condition=False),
         step_record(2, StepStatus.FAILED, attempts=4, started_at=at(3), finished_at=at(4), error=failure),
@@ -62,5 +67,6 @@ def full_run() -> RunRecord:
         "run-ünï 1", workflow="flow-✓", status=RunStatus.ROLLING_BACK, input={"order": NESTED},
         updated_at=at(5), finished_at=at(6), error=failure, owner="host/1/2/abc",
         lease_expires_at=at(30), wake_at=at(40), deadline_at=at(3600),
-        cancel_requested={"reason": UNICODE, "compensate": True}, steps=steps,
+        cancel_requested={"reason": UNICODE, "compensate": True}, labels={"tenant": UNICODE, "a.b/c": ""},
+        steps=steps,
     )  # fmt: skip

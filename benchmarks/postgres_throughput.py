@@ -1,0 +1,212 @@
+"""Durable throughput on PostgreSQL: flux against a raw asyncpg loop on the same server, and
+runs/s with 1, 2 and 4 worker processes.
+
+    .venv/bin/python benchmarks/postgres_throughput.py [--dsn postgresql://...] [--repeat 3]
+
+The DSN defaults to ``FLUX_TEST_POSTGRES_DSN`` (else postgresql://postgres@127.0.0.1:5432/test);
+everything happens in a schema of its own, dropped at the end. Printed, each the median of
+``--repeat`` rounds:
+
+- raw: one small INSERT, committed on its own, per step, one after another on one connection:
+  the cheapest durable step one could write by hand (the baseline);
+- flux, one run at a time: RUNS runs of STEPS no-op async steps (target: >= 0.5x raw);
+- flux, 100 runs in flight in one process (target: >= 1.0x the raw sequential rate, thanks to
+  group commit: concurrent checkpoints share one statement and one commit);
+- runs/s of five-step runs drained by 1, 2 and 4 worker processes (this file run with
+  ``--worker``). The machine's cores bound this curve: each worker is one Python process, and
+  PostgreSQL needs CPU too; where the curve flattens, the cores are busy.
+
+Not part of the test run: it measures, it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from flux import FluxEngine, StepContext, create_workflow  # noqa: E402
+from flux.storage import PostgresStorage  # noqa: E402
+
+RUNS, STEPS, IN_FLIGHT, RAW_STEPS = 60, 10, 100, 600
+UNFINISHED = ["pending", "running", "suspended", "rolling_back"]
+
+
+async def noop(ctx: StepContext[Any]) -> None:
+    return None
+
+
+def chain(name: str, steps: int) -> Any:
+    builder = create_workflow(name)
+    for index in range(steps):
+        builder = builder.step(f"step-{index}", noop)
+    return builder.build()
+
+
+PLAN = chain("throughput", STEPS)
+FIVE = chain("five-steps", 5)
+
+
+def with_schema(dsn: str, schema: str) -> str:
+    parts = urllib.parse.urlsplit(dsn)
+    return parts._replace(query="&".join(filter(None, [parts.query, f"schema={schema}"]))).geturl()
+
+
+# --- raw baseline and flux in one process -------------------------------------------------
+
+
+async def raw_rate(dsn: str, schema: str) -> float:
+    """Steps/s of a bare INSERT + COMMIT loop on one connection."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        table = f'"{schema}".raw_steps'
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (run_id text, seq int, output text)")
+        started = time.perf_counter()
+        for seq in range(RAW_STEPS):
+            await conn.execute(f"INSERT INTO {table} VALUES ($1, $2, $3)", "run", seq, '"ok"')
+        return RAW_STEPS / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def flux_rate(dsn: str, schema: str, in_flight: int) -> float:
+    """Steps/s of RUNS (or 2 x IN_FLIGHT) ten-step runs, ``in_flight`` at a time."""
+    runs = RUNS if in_flight == 1 else 2 * in_flight
+    async with FluxEngine(storage=PostgresStorage(dsn, schema=schema)) as engine:
+        await engine.execute(PLAN)  # warm up: pool, statements
+        started = time.perf_counter()
+        for _ in range(runs // in_flight):
+            results = await asyncio.gather(*(engine.execute(PLAN) for _ in range(in_flight)))
+            assert all(r.status == "completed" for r in results)
+        return runs * STEPS / (time.perf_counter() - started)
+
+
+# --- worker processes ---------------------------------------------------------------------
+
+
+async def worker_main(url: str, concurrency: int) -> None:
+    """The ``--worker`` process: wait for "go" on stdin, then drive runs until SIGTERM."""
+    from flux.storage import from_url
+
+    async with FluxEngine(storage=from_url(url), workflows=[FIVE], poll_interval=0.5) as engine:
+        worker = engine.worker(concurrency=concurrency)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await worker.run(handle_signals=True)
+
+
+async def drain(dsn: str, processes: int, runs: int, concurrency: int) -> float:
+    """Enqueue ``runs`` five-step runs in a new schema; seconds for ``processes`` workers to
+    finish them all."""
+    schema = f"flux_bench_{uuid.uuid4().hex[:8]}"
+    url = with_schema(dsn, schema)
+    try:
+        async with FluxEngine(storage=PostgresStorage(dsn, schema=schema)) as engine:
+            for start in range(0, runs, 100):
+                await asyncio.gather(*(engine.start(FIVE) for _ in range(start, min(start + 100, runs))))
+            workers = [
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    url,
+                    "--concurrency",
+                    str(concurrency),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                for _ in range(processes)
+            ]
+            for proc in workers:
+                assert proc.stdout is not None
+                assert (await proc.stdout.readline()).strip() == b"ready"
+            started = time.perf_counter()
+            for proc in workers:
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+                await proc.stdin.drain()
+            # Other processes do the work: polling the database is the only way to watch them.
+            while await engine.list("five-steps", status=UNFINISHED, limit=1):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            completed = len(await engine.list("five-steps", status="completed"))
+            for proc in workers:
+                proc.terminate()
+                await proc.wait()
+            if completed != runs:
+                raise SystemExit(f"only {completed} of {runs} runs completed")
+            return elapsed
+    finally:
+        await drop(dsn, schema)
+
+
+async def drop(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    dsn = args.dsn
+    schema = f"flux_bench_{uuid.uuid4().hex[:8]}"
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {PostgresStorage(dsn)!r}")
+    try:
+        async with PostgresStorage(dsn, schema=schema):  # creates the schema
+            pass
+        # Each round measures the baseline right before flux, so both see the same load on a
+        # shared machine; the ratios are per round, their median printed.
+        rounds = []
+        for _ in range(args.repeat):
+            raw = await raw_rate(dsn, schema)
+            rounds.append((raw, await flux_rate(dsn, schema, 1), await flux_rate(dsn, schema, IN_FLIGHT)))
+    finally:
+        await drop(dsn, schema)
+    raw = statistics.median(r[0] for r in rounds)
+    one, many = (statistics.median(r[i] for r in rounds) for i in (1, 2))
+    one_ratio = statistics.median(r[1] / r[0] for r in rounds)
+    many_ratio = statistics.median(r[2] / r[0] for r in rounds)
+    print(f"raw asyncpg INSERT+COMMIT, sequential: {raw:,.0f} steps/s ({1e6 / raw:,.0f} us per step)")
+    print(f"flux, one run at a time:  {one:,.0f} steps/s = {one_ratio:.2f}x raw (target >= 0.5x)")
+    print(f"flux, {IN_FLIGHT} runs in flight: {many:,.0f} steps/s = {many_ratio:.2f}x raw (target >= 1.0x)")
+    baseline = None
+    for processes in (1, 2, 4):
+        seconds = statistics.median(
+            [await drain(dsn, processes, args.runs, args.concurrency) for _ in range(args.repeat)]
+        )
+        rate = args.runs / seconds
+        baseline = baseline or rate
+        print(
+            f"{processes} worker process(es), concurrency {args.concurrency}: {args.runs} five-step runs "
+            f"in {seconds:.2f} s = {rate:,.0f} runs/s, {rate / baseline:.2f}x one process"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    default = os.environ.get("FLUX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--dsn", default=default)
+    parser.add_argument("--runs", type=int, default=1000, help="runs drained by the worker processes")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (the median is printed)")
+    parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.worker:
+        asyncio.run(worker_main(options.worker, options.concurrency))
+    else:
+        asyncio.run(main(options))

@@ -1,0 +1,159 @@
+"""What is PostgresStorage's own (the conformance suite runs on it through conftest's
+``storage`` fixture): names, errors at open, from_url, lost connections mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from postgres_support import drop_schema, new_schema, postgres_dsn, schema_storage
+
+from flux import FluxEngine, RunStatus, StepContext, create_workflow
+from flux.errors import SchemaVersionError, StorageError
+from flux.storage import PostgresStorage, from_url
+from flux.storage._postgres_sql import MIGRATIONS
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PostgresStorage]:
+    async for store in schema_storage():
+        yield store
+
+
+# --- names and arguments ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"schema": "bad-name"},
+        {"schema": 'x"; DROP TABLE y; --'},
+        {"schema": ""},
+        {"schema": "a" * 64},
+        {"table_prefix": "1x_"},
+        {"table_prefix": "flux.runs"},
+        {"table_prefix": "p" * 49},
+        {"min_size": 0},
+        {"min_size": 5, "max_size": 2},
+    ],
+)
+def test_bad_names_and_pool_sizes_are_refused_at_construction(options: dict[str, Any]) -> None:
+    """Tried: a dash, an injection attempt, empty, too long, a leading digit, a dot, pool sizes."""
+    with pytest.raises(ValueError, match=r"schema|table_prefix|min_size"):
+        PostgresStorage("postgresql://localhost/db", **options)
+
+
+def test_from_url_names_postgres_with_schema_and_prefix() -> None:
+    """``postgresql://`` and ``postgres://`` open PostgresStorage; schema and prefix come from the query."""
+    url = "postgresql://app:pw@db.internal:6543/flux?schema=jobs&table_prefix=t_&sslmode=disable"
+    storage = from_url(url)
+    assert isinstance(storage, PostgresStorage)
+    assert (storage.schema, storage.table_prefix) == ("jobs", "t_")
+    assert storage.dsn == "postgresql://app:pw@db.internal:6543/flux?sslmode=disable"
+    assert "pw" not in repr(storage)
+    assert isinstance(from_url("postgres://localhost/db"), PostgresStorage)
+
+
+# --- errors at open -----------------------------------------------------------------------
+
+
+def _with(dsn: str, *, netloc: str | None = None, path: str | None = None) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dsn)
+    return parts._replace(netloc=netloc or parts.netloc, path=path or parts.path).geturl()
+
+
+async def test_open_errors_name_host_and_database_never_the_password() -> None:
+    """Tried: an unreachable port, a missing database, an unknown role, a malformed port."""
+    dsn = postgres_dsn()
+    unreachable = _with(dsn, netloc="postgres:s3cret-pw@127.0.0.1:1")
+    missing = _with(dsn, netloc="postgres:s3cret-pw@127.0.0.1:5432", path="/no_such_db_flux")
+    unknown_role = _with(dsn, netloc="no_such_role_flux:s3cret-pw@127.0.0.1:5432")
+    bad_port = _with(dsn, netloc="postgres:s3cret-pw@127.0.0.1:notaport")
+    cases = [
+        (unreachable, "cannot reach PostgreSQL database 'test' on 127.0.0.1:1"),
+        (missing, "PostgreSQL database 'no_such_db_flux' on 127.0.0.1:5432 does not exist"),
+        (unknown_role, "PostgreSQL database 'test' on 127.0.0.1:5432 refused the credentials"),
+        (bad_port, "postgresql://user:password@host:5432/database"),
+    ]
+    for bad, expected in cases:
+        storage = PostgresStorage(bad, schema=new_schema())
+        with pytest.raises(StorageError) as caught:
+            await storage.init()
+        assert expected in str(caught.value), str(caught.value)
+        assert "s3cret-pw" not in str(caught.value)
+        await storage.close()
+
+
+async def test_a_newer_schema_version_is_refused(pg: PostgresStorage) -> None:
+    """Tables written by a newer flux are not touched: the error says to upgrade."""
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        await conn.execute(f'INSERT INTO "{pg.schema}".flux_schema VALUES (99, $1, now())', "from the future")
+    finally:
+        await conn.close()
+    newer = PostgresStorage(postgres_dsn(), schema=pg.schema)
+    with pytest.raises(SchemaVersionError, match=r"version 99.*pip install -U flux-workflow"):
+        await newer.init()
+    await newer.close()
+
+
+async def test_several_processes_opening_at_once_migrate_once() -> None:
+    """Concurrent opens of a new schema: the advisory lock lets one migrate, the rest see it done."""
+    dsn, schema = postgres_dsn(), new_schema()
+    stores = [PostgresStorage(dsn, schema=schema, min_size=1, max_size=1) for _ in range(5)]
+    try:
+        await asyncio.gather(*(store.init() for store in stores))
+        conn = await asyncpg.connect(dsn)
+        try:
+            versions = await conn.fetch(f'SELECT version FROM "{schema}".flux_schema')
+        finally:
+            await conn.close()
+        assert [row[0] for row in versions] == [m.version for m in MIGRATIONS]  # each once
+    finally:
+        for store in stores:
+            await store.close()
+        await drop_schema(dsn, schema)
+
+
+# --- faults mid-run -----------------------------------------------------------------------
+
+
+async def test_runs_complete_when_the_engines_connections_are_terminated_mid_run(
+    pg: PostgresStorage,
+) -> None:
+    """``pg_terminate_backend`` on every connection of the engine, from inside a step of each
+    of 10 concurrent runs: every run completes and no completed step runs twice."""
+    calls: Counter[tuple[str, str]] = Counter()
+    terminated = 0
+
+    def count(ctx: StepContext[Any]) -> str:
+        calls[(ctx.run_id, ctx.step)] += 1
+        return ctx.step
+
+    async def terminate(ctx: StepContext[Any]) -> str:
+        nonlocal terminated
+        calls[(ctx.run_id, ctx.step)] += 1
+        admin = await asyncpg.connect(postgres_dsn())
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = $1 AND pid <> pg_backend_pid()) AS t",
+                pg.application_name,
+            )
+            terminated += killed
+        finally:
+            await admin.close()
+        return ctx.step
+
+    flow = create_workflow("terminated").step("before", count).step("kill", terminate).step("after", count)
+    async with FluxEngine(storage=pg, poll_interval=5) as engine:
+        results = await asyncio.gather(*(engine.execute(flow, run_id=f"r{i}") for i in range(10)))
+    assert terminated > 0
+    assert [r.status for r in results] == [RunStatus.COMPLETED] * 10
+    assert set(calls.values()) == {1} and len(calls) == 30
