@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import timedelta
@@ -313,7 +313,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         checked = check_labels(labels)
         header = run_header(
             plan,
-            run_id=run_id or uuid.uuid4().hex,
+            run_id=run_id or os.urandom(16).hex(),
             raw_input=raw,
             now=self.clock.now(),
             owner=self.owner,

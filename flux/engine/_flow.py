@@ -129,7 +129,10 @@ class Flow(Visitor):
                 is_async=spec.is_async,
                 targets=targets,
                 no_goto=_NO_GOTO_IN_GRAPH,
+                plain=spec.kind == "step" and spec.when is None and self.d.recorded is None,
             )
+        if call.plain and record is None and failure is None and not self.side_by_side:
+            return await self._attempts(spec, call, None, 0, None)  # nothing to decide first
         return await self.visit(spec, record, call, failure)
 
     def _refuse(self, spec: StepSpec) -> Failed:
@@ -260,7 +263,7 @@ class Flow(Visitor):
         claimed = await storage.claim(d.header.id, self.env.owner, now + self.env.lease, now=now)
         if claimed is None:
             return False  # another process resumed it and goes on
-        d.header = attrs.evolve(claimed, steps=())
+        d.set_header(claimed)
         d.event(WorkflowResume, from_step=first.step)
         return True
 

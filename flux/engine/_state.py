@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 
@@ -72,23 +72,23 @@ class EngineContext:
 # --- how a visit ended ------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Done:
+# Plain tuples: one of these is made per visit, so they are cheap to make.
+
+
+class Done(NamedTuple):
     """A visit (or a chain) finished; ``goto`` is where its handler asked to continue."""
 
     record: StepRecord | None
     goto: str | None = None
 
 
-@attrs.frozen
-class Failed:
+class Failed(NamedTuple):
     """A visit failed for good; ``record`` holds its error."""
 
     record: StepRecord
 
 
-@attrs.frozen
-class Suspended:
+class Suspended(NamedTuple):
     """Visits that wait (for a signal, a time or a child run); the run suspends once idle.
 
     ``reason`` says why, for the ``workflow_suspend`` event.
@@ -136,9 +136,10 @@ class RunState:
     ) -> None:
         self.env = env
         self.workflow = workflow
-        self._header_fields: dict[str, Any] = {}
-        self._header = header
         self.header = header
+        """The run's own fields as last checkpointed (without step records)."""
+        self._header_fields: dict[str, Any] = {}
+        self.set_header(header)
         self.records = records
         self.data = RunData(copy_json(replay_data(records)))
         self.outputs: dict[str, JSON] = replay_outputs(records)
@@ -154,15 +155,10 @@ class RunState:
         self.logbook = LogBook(records, env.log_limits, env.clock.now)
         """Lines logged through ``ctx.log``, attached to their visits' records by ``put``."""
 
-    @property
-    def header(self) -> RunRecord:
-        """The run's own fields as last checkpointed (without step records)."""
-        return self._header
-
-    @header.setter
-    def header(self, value: RunRecord) -> None:
+    def set_header(self, value: RunRecord) -> None:
+        """Take the run's fields from ``value`` (a claimed or loaded run); its steps are not kept."""
         self._header_fields = {name: getattr(value, name) for name in _RUN_FIELDS}
-        self._header = RunRecord(**self._header_fields)
+        self.header = attrs.evolve(value, steps=()) if value.steps else value
 
     def event(self, cls: type[Event], **fields: Any) -> None:
         """Queue an event; it is emitted after the next checkpoint (if anyone listens)."""
@@ -194,7 +190,7 @@ class RunState:
         fields["updated_at"] = now
         fields["lease_expires_at"] = now + self.env.lease
         fields.update(changes)
-        self._header = RunRecord(**fields)
+        self.header = RunRecord(**fields)
         pending, self.pending = self.pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
         events, self._events = self._events, []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -24,8 +24,7 @@ from flux.serde import copy_json
 from flux.status import RunStatus, StepStatus
 
 
-@attrs.frozen(kw_only=True)
-class Call:
+class Call(NamedTuple):
     """What a visit calls and how its outcome is published.
 
     ``name`` is the record's name (a step name, or ``map[i]`` for a map item); ``publish``
@@ -40,6 +39,8 @@ class Call:
     targets: Mapping[str, int] | None = None
     no_goto: str = ""
     may_wait: bool = True
+    plain: bool = False
+    """A step with no ``when``, not replayed: a new visit goes straight to its attempts."""
 
 
 async def pause(
