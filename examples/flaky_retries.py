@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flux import FluxEngine, RetryAfter, RetryPolicy, StepContext, create_workflow
-from flux.events import StepError, StepRetry, WorkflowSuspend
+from flux.events import StepFailed, StepRetry, WorkflowSuspend
 from flux.testing import FakeClock
 
 BACKOFF = RetryPolicy(initial_delay=1.0, backoff_multiplier=2.0, max_delay=30.0, jitter=0)
@@ -54,7 +54,7 @@ def on_suspend(event: WorkflowSuspend) -> None:
     print(f"  run suspended at {event.step}: {event.reason}")
 
 
-def on_error(event: StepError) -> None:
+def on_error(event: StepFailed) -> None:
     print(f"  {event.step}: failed for good after {event.attempt} attempt(s): {event.error.message}")
 
 

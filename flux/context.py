@@ -5,17 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, TypeVar, overload
+
+import attrs
 
 from flux.errors import InvalidStepError, SerializationError
 from flux.records import EMPTY, JSON, ErrorInfo
-from flux.serde import valid_text
-
-if TYPE_CHECKING:
-    from flux.builder import WorkflowBuilder
-    from flux.plan import Workflow
-    from flux.result import RunResult
+from flux.result import RunResult
+from flux.serde import copy_json, valid_text
 
 InputT = TypeVar("InputT")
 T = TypeVar("T")
@@ -42,6 +40,12 @@ class RunData(dict[str, JSON]):
     def _touch(self, key: str) -> None:
         self._touched.add(key)
         self._removed.discard(key)
+
+    def __iter__(self) -> Iterator[str]:
+        # Defined so that dict(data), {**data}, data.copy() and data | {} read every value
+        # through __getitem__: a dict or list reached through such a copy counts as touched,
+        # and what the step then changes in place is recorded like any other change.
+        return super().__iter__()
 
     def __getitem__(self, key: str) -> JSON:
         value = super().__getitem__(key)
@@ -133,6 +137,53 @@ class RunData(dict[str, JSON]):
         self._touched = set()
         self._removed = set()
 
+    def snapshot(self) -> dict[str, JSON]:
+        """A plain dict of the contents, nothing tracked (values shared, not copied)."""
+        return dict(dict.items(self))
+
+
+class DataCopy(RunData):
+    """``ctx.data`` of a step that runs beside others: its own copy of the run's data.
+
+    A dict or list is deep-copied the first time the step reads it, so what the step changes
+    in place stays in its copy until the step completes (and its changes are merged).
+    """
+
+    __slots__ = ("_own",)
+
+    def __init__(self, source: RunData) -> None:
+        super().__init__(source.snapshot())
+        self._own: set[str] = set()
+
+    def _mine(self, key: str, value: JSON) -> JSON:
+        if key not in self._own:
+            self._own.add(key)
+            value = copy_json(value)
+            dict.__setitem__(self, key, value)
+        return value
+
+    def __getitem__(self, key: str) -> JSON:
+        value = dict.__getitem__(self, key)
+        if isinstance(value, _MUTABLE):
+            self._touched.add(key)
+            value = self._mine(key, value)
+        return value
+
+    def get(self, key: str, default: Any = None) -> JSON:
+        if key not in self:
+            return default
+        return self[key]
+
+    def __setitem__(self, key: str, value: JSON) -> None:
+        super().__setitem__(key, value)
+        self._own.add(key)
+
+    def values(self) -> Any:
+        return [self[key] for key in self]
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in self]
+
 
 ActionRecorder = Callable[[int, str, str, JSON], Awaitable[None]]
 """Records an action's result: ``(visit seq, step, action name, result)``."""
@@ -164,6 +215,54 @@ class StepLogger(logging.LoggerAdapter[logging.Logger]):
         super().log(level, msg, *args, **kwargs)
 
 
+@attrs.frozen(kw_only=True)
+class ChildCall:
+    """Which child run a ``ctx.run_child`` call asks for (see :data:`ChildRunner`).
+
+    ``number`` counts the calls of one attempt (1 for the first child); ``record`` stores a
+    value among the visit's actions, so a resumed parent finds the child's id again.
+    """
+
+    run_id: str
+    step: str
+    seq: int
+    number: int
+    record: ActionRecorder | None
+
+
+ChildRunner = Callable[[ChildCall, Any, Any], Awaitable[RunResult]]
+"""Starts or finds a child run: ``(call, workflow, input)``; given to :class:`StepContext`
+by the engine, so that this module needs nothing from the engine."""
+
+
+class Outputs(Mapping[str, JSON]):
+    """``ctx.outputs``: read-only, and each step gets its own copies of the values it reads."""
+
+    __slots__ = ("_copies", "_source")
+
+    def __init__(self, source: Mapping[str, JSON]) -> None:
+        self._source = source
+        self._copies: dict[str, JSON] = {}
+
+    def __getitem__(self, key: str) -> JSON:
+        try:
+            return self._copies[key]
+        except KeyError:
+            value = self._source[key]
+            if isinstance(value, _MUTABLE):
+                value = self._copies[key] = copy_json(value)
+            return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __repr__(self) -> str:
+        return f"Outputs({dict(self)!r})"
+
+
 class StepContext(Generic[InputT]):
     """What a handler receives.
 
@@ -182,24 +281,22 @@ class StepContext(Generic[InputT]):
 
     __slots__ = (
         "_actions",
+        "_child_runner",
         "_children",
-        "_failure",
         "_log",
         "_log_sink",
+        "_outputs",
         "_recorder",
         "_seq",
         "_used",
         "attempt",
         "data",
+        "failure",
         "input",
-        "outputs",
         "run_id",
         "step",
         "workflow",
     )
-
-    _failure: ErrorInfo  # set only on the visits a failure was routed to
-    _children: int  # child runs started by this attempt (set by run_child)
 
     def __init__(
         self,
@@ -214,31 +311,38 @@ class StepContext(Generic[InputT]):
         actions: Mapping[str, JSON] = EMPTY,
         recorder: ActionRecorder | None = None,
         seq: int = 0,
+        failure: ErrorInfo | None = None,
+        child_runner: ChildRunner | None = None,
         log_sink: LogSink | None = None,
     ) -> None:
         self.input = input
         self.data = data
-        self.outputs = outputs
+        self._outputs: Mapping[str, JSON] | None = outputs
         self.run_id = run_id
         self.workflow = workflow
         self.step = step
         self.attempt = attempt
+        self.failure = failure
         self._actions = actions
         self._recorder = recorder
         self._seq = seq
+        self._child_runner = child_runner
+        self._children = 0
         self._used: set[str] = set()  # action names this attempt has used
         self._log_sink = log_sink
         self._log: StepLogger | None = None
 
     @property
-    def failure(self) -> ErrorInfo | None:
-        """The error of the step whose failure was routed here (``on_failure=``), else None."""
-        try:
-            return self._failure
-        except AttributeError:
-            return None
+    def outputs(self) -> Mapping[str, JSON]:
+        """Each finished step's output, by step name (read-only; lists and dicts are this
+        step's own copies, so changing them changes nothing else)."""
+        source = self._outputs
+        if source is None or isinstance(source, Outputs):
+            return source or EMPTY
+        view = self._outputs = Outputs(source)
+        return view
 
-    async def run_child(self, workflow: Workflow[Any] | WorkflowBuilder[Any], input: Any = None) -> RunResult:
+    async def run_child(self, workflow: Any, input: Any = None) -> RunResult:
         """Run ``workflow`` on ``input`` as a durable child run and return its result.
 
         The child is a run of its own in storage, linked to this step's visit: when this run
@@ -251,10 +355,17 @@ class StepContext(Generic[InputT]):
             ChildWorkflowError: the child ended failed, rolled back or cancelled (it carries
                 the child's ``ErrorInfo``); not retried.
             InvalidInputError: ``input`` does not fit the child workflow's input type.
-        """
-        from flux.engine._children import run_child
+            RuntimeError: the step is not run by a FluxEngine.
 
-        return await run_child(self, workflow, input)
+        ``workflow`` is a ``Workflow`` or a builder from ``create_workflow()``.
+        """
+        if self._child_runner is None:
+            raise RuntimeError("ctx.run_child works only in a step run by a FluxEngine")
+        self._children += 1
+        call = ChildCall(
+            run_id=self.run_id, step=self.step, seq=self._seq, number=self._children, record=self._recorder
+        )
+        return await self._child_runner(call, workflow, input)
 
     @property
     def idempotency_key(self) -> str:

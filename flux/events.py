@@ -29,8 +29,8 @@ __all__ = [
     "SignalReceived",
     "StepCompensate",
     "StepComplete",
-    "StepError",
     "StepEvent",
+    "StepFailed",
     "StepRetry",
     "StepSkip",
     "StepStart",
@@ -39,7 +39,7 @@ __all__ = [
     "Unsubscribe",
     "WorkflowCancel",
     "WorkflowComplete",
-    "WorkflowError",
+    "WorkflowFailed",
     "WorkflowResume",
     "WorkflowStart",
     "WorkflowSuspend",
@@ -75,7 +75,7 @@ class WorkflowComplete(Event):
 
 
 @attrs.frozen(kw_only=True)
-class WorkflowError(Event):
+class WorkflowFailed(Event):
     """A run ended ``failed`` (or ``rolled_back``: check ``status``)."""
 
     name: ClassVar[str] = "workflow_error"
@@ -151,7 +151,7 @@ class StepComplete(StepEvent):
 
 
 @attrs.frozen(kw_only=True)
-class StepError(StepEvent):
+class StepFailed(StepEvent):
     """A step failed for good (no retry left)."""
 
     name: ClassVar[str] = "step_error"
@@ -205,7 +205,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         WorkflowStart,
         WorkflowComplete,
-        WorkflowError,
+        WorkflowFailed,
         WorkflowSuspend,
         WorkflowResume,
         WorkflowCancel,
@@ -213,7 +213,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RollbackComplete,
         StepStart,
         StepComplete,
-        StepError,
+        StepFailed,
         StepRetry,
         StepSkip,
         StepSuspend,
@@ -313,7 +313,7 @@ class EventSource:
         self, event: Literal["workflow_complete"], fn: Callable[[WorkflowComplete], Any]
     ) -> Unsubscribe: ...
     @overload
-    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowError], Any]) -> Unsubscribe: ...
+    def on(self, event: Literal["workflow_error"], fn: Callable[[WorkflowFailed], Any]) -> Unsubscribe: ...
     @overload
     def on(self, event: Literal["workflow_suspend"], fn: Callable[[WorkflowSuspend], Any]) -> Unsubscribe: ...
     @overload
@@ -331,7 +331,7 @@ class EventSource:
     @overload
     def on(self, event: Literal["step_complete"], fn: Callable[[StepComplete], Any]) -> Unsubscribe: ...
     @overload
-    def on(self, event: Literal["step_error"], fn: Callable[[StepError], Any]) -> Unsubscribe: ...
+    def on(self, event: Literal["step_error"], fn: Callable[[StepFailed], Any]) -> Unsubscribe: ...
     @overload
     def on(self, event: Literal["step_retry"], fn: Callable[[StepRetry], Any]) -> Unsubscribe: ...
     @overload

@@ -9,26 +9,42 @@ never drive one run twice at the same time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from flux._duration import to_count, to_seconds
-from flux._scheduler import ScheduleRunner
+from flux._scheduler import ScheduleRunner, SchedulingEngine
+from flux.clock import Clock
 from flux.engine._ownership import host_name, owner_is_dead
+from flux.engine._work import WorkSource
 from flux.records import RunRecord
 from flux.result import RunResult
 from flux.schedule import Schedule
 from flux.status import RunStatus
-
-if TYPE_CHECKING:
-    from flux.engine import FluxEngine
+from flux.storage.protocol import Storage
 
 logger = logging.getLogger("flux.worker")
+
+
+class WorkerEngine(SchedulingEngine, Protocol):
+    """What a worker needs of a :class:`~flux.FluxEngine`: its storage, clock and owner id,
+    and :class:`~flux.engine._work.WorkSource`, the small interface for claiming and driving."""
+
+    storage: Storage
+    clock: Clock
+    owner: str
+    poll_interval: float
+    work: WorkSource
+
+    async def start_engine(self) -> None: ...
+
+    def notify(self, reason: str | None = None, run_id: str | None = None) -> None: ...
+
+    async def check_cancel_requests(self) -> int: ...
 
 
 class Worker:
@@ -47,7 +63,7 @@ class Worker:
 
     def __init__(
         self,
-        engine: FluxEngine,
+        engine: WorkerEngine,
         *,
         concurrency: int = 10,
         grace_period: float = 30.0,
@@ -84,10 +100,9 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        wake = self.engine._wake
+        work = self.engine.work
         try:
             while not self._stopping:
-                wake.clear()
                 idle = self.engine.poll_interval
                 try:
                     await self._schedules.tick()
@@ -96,9 +111,7 @@ class Worker:
                     idle = await self._idle_time()
                 except Exception:
                     logger.exception("worker could not look for work; trying again")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(idle):
-                        await wake.wait()
+                await work.idle(idle)  # on the engine's clock
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,26 +166,26 @@ class Worker:
                 return
             # A run taken on an earlier pass may not have started yet (so is not active yet).
             taken = run.id in self._tasks.values()
-            if run.id not in engine._active and run.id not in self._skipped and not taken:
+            if not engine.work.driving(run.id) and run.id not in self._skipped and not taken:
                 await self._take(run)
 
     async def _take(self, run: RunRecord) -> None:
-        engine = self.engine
+        work = self.engine.work
         try:
-            plan = engine._registry.for_run(run)
+            plan = work.plan_for(run)
         except Exception as exc:
             self._skipped.add(run.id)
             logger.error("worker leaves run %s to others: %s", run.id, exc)
             return
-        claimed = await engine._claim(run)
+        claimed = await work.claim(run)
         if claimed is None:
             return
-        if not _still_wanted(claimed, engine.clock.now()):
+        if not _still_wanted(claimed, work.clock.now()):
             # Another worker drove it between our look and our claim: a finished run would be
             # finished again, a failed one run again.
-            await engine.storage.release(run.id, engine.owner)
+            await work.release(run.id)
             return
-        task = asyncio.get_running_loop().create_task(engine._resume_claimed(plan, claimed, None))
+        task = asyncio.get_running_loop().create_task(work.drive(plan, claimed, None))
         self._tasks[task] = run.id
         task.add_done_callback(self._done)
 
@@ -197,7 +210,7 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
         for run_id in left.values():
             if run_id is not None:
-                await self.engine.storage.release(run_id, self.engine.owner)
+                await self.engine.work.release(run_id)
 
 
 def _still_wanted(run: RunRecord, now: datetime) -> bool:

@@ -276,7 +276,9 @@ async def test_a_worker_notices_a_cancel_request_on_its_own(reopen: StorageFacto
         driver.notify()  # in one process the other engine's start does not wake this worker
         await blocker.started.wait()
         await other.cancel(run_id, compensate=True)
-        result = await other.wait_result(run_id, timeout=10)
+        # Polls run on the engines' (fake) clock: the driver is told, and its result awaited.
+        driver.notify()
+        result = await driver.wait_result(run_id, timeout=10)
 
     assert result.status == RunStatus.CANCELLED
     assert undone == ["first"]
@@ -299,7 +301,7 @@ async def test_a_cancel_request_is_honoured_when_the_run_suspends_first(
         await blocker.started.wait()
         asked = await other.cancel(run_id, reason="too late to stop the step")
         blocker.release.set()  # the step ends and the run suspends before the request is seen
-        result = await other.wait_result(run_id, timeout=10)
+        result = await driver.wait_result(run_id, timeout=10)
 
     assert asked.status == RunStatus.RUNNING
     assert result.status == RunStatus.CANCELLED

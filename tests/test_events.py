@@ -16,11 +16,11 @@ from flux.events import (
     RollbackStart,
     StepCompensate,
     StepComplete,
-    StepError,
+    StepFailed,
     StepSkip,
     StepStart,
     WorkflowComplete,
-    WorkflowError,
+    WorkflowFailed,
     WorkflowStart,
 )
 from flux.testing import EventRecorder, FakeClock
@@ -92,7 +92,7 @@ async def test_a_rolled_back_run_emits_error_and_rollback_events(clock: FakeCloc
     assert isinstance(compensated, StepCompensate)
     assert (compensated.step, compensated.error) == ("reserve", None)
     (error,) = recorder.of("workflow_error")
-    assert isinstance(error, WorkflowError)
+    assert isinstance(error, WorkflowFailed)
     assert error.status == "rolled_back"
     assert error.error is not None and error.error.message == "card declined"
 
@@ -132,7 +132,7 @@ async def test_payloads_are_typed_and_frozen(clock: FakeClock) -> None:
     assert isinstance(finished, WorkflowComplete)
     assert (finished.duration, finished.outputs) == (1.5, {"slow": {"n": 1}})
     error = recorder.of("step_error")[0]
-    assert isinstance(error, StepError)
+    assert isinstance(error, StepFailed)
     assert (error.step, error.attempt, error.error.type, error.error.message) == (
         "fail",
         1,

@@ -263,11 +263,19 @@ async def test_two_engines_sharing_a_store_drive_each_run_once(
         FluxEngine(storage=reopen(), clock=clock, workflows=[flow]) as two,
     ):
         completions: Counter[str] = Counter()
+        all_done = asyncio.Event()
+
+        def completed(event: Any) -> None:
+            completions.update([event.run_id])
+            if sum(completions.values()) >= 40:
+                all_done.set()
+
         for engine in (one, two):
-            engine.on("workflow_complete", lambda event: completions.update([event.run_id]))
+            engine.on("workflow_complete", completed)
         run_ids = [await one.start(flow) for _ in range(40)]
         async with one.worker(concurrency=5) as w1, two.worker(concurrency=5) as w2:
-            results = [await one.wait_result(run_id, timeout=10) for run_id in run_ids]
+            await all_done.wait()  # some runs end in the other engine: told by its events
+            results = [await one.get(run_id) for run_id in run_ids]
 
     assert {r.status for r in results} == {RunStatus.COMPLETED}
     assert len(counts) == 80
@@ -343,19 +351,29 @@ async def test_start_with_a_chosen_run_id(engine: FluxEngine) -> None:
     assert (await engine.get("order-77")).status == RunStatus.PENDING
 
 
-async def test_wait_result_times_out_in_real_time(engine: FluxEngine) -> None:
+async def test_wait_result_times_out_on_the_engine_clock(engine: FluxEngine, clock: FakeClock) -> None:
     run_id = await engine.start(create_workflow("nobody-drives-it").step("x", lambda ctx: 1))
+    waiting = asyncio.create_task(engine.wait_result(run_id, timeout=0.05))
+    await clock.wait_for_timers()
+    await clock.advance(0.04)
+    assert not waiting.done()
+    await clock.advance(0.01)
     with pytest.raises(TimeoutError) as caught:
-        await engine.wait_result(run_id, timeout=0.05)
+        await waiting
     message = str(caught.value)
     assert f"run {run_id} of workflow 'nobody-drives-it' did not finish within 0.05 s" in message
     assert "it is pending; no worker has started it yet: run one with engine.worker()" in message
 
 
-async def test_wait_result_timeout_says_what_a_suspended_run_waits_for(engine: FluxEngine) -> None:
-    waiting = await engine.execute(create_workflow("needs-approval").wait_for_signal("approve"))
+async def test_wait_result_timeout_says_what_a_suspended_run_waits_for(
+    engine: FluxEngine, clock: FakeClock
+) -> None:
+    run = await engine.execute(create_workflow("needs-approval").wait_for_signal("approve"))
+    waiting = asyncio.create_task(engine.wait_result(run.id, timeout=0.05))
+    await clock.wait_for_timers()
+    await clock.advance(0.05)
     with pytest.raises(TimeoutError, match=r"within 0\.05 s: it is suspended; it waits for a signal"):
-        await engine.wait_result(waiting.id, timeout=0.05)
+        await waiting
 
 
 async def test_wait_result_of_a_finished_run_returns_at_once(engine: FluxEngine) -> None:
@@ -376,10 +394,14 @@ async def test_wait_result_sees_a_run_finished_by_another_engine(
         FluxEngine(storage=reopen(), clock=clock, poll_interval=0.01) as waiter,
         FluxEngine(storage=reopen(), clock=clock, workflows=[flow]) as driver,
     ):
+        finished = asyncio.Event()
+        driver.on("workflow_complete", lambda event: finished.set())
         run_id = await waiter.start(flow)
         waiting = asyncio.create_task(waiter.wait_result(run_id, timeout=10))
         async with driver.worker():
             driver.notify()
+            await finished.wait()
+            await clock.advance(0.01)  # the waiter's next poll, on the engines' clock
             result = await waiting
     assert result.outputs == {"x": "done"}
 
@@ -394,6 +416,7 @@ class FinishedBehindYourBack(MemoryStorage):
         super().__init__()
         self.final = final
         self.raced: set[str] = set()
+        self.finished_elsewhere = asyncio.Event()
 
     async def claim(
         self,
@@ -409,6 +432,7 @@ class FinishedBehindYourBack(MemoryStorage):
             self.raced.add(run_id)
             done = attrs.evolve(stored, status=self.final, finished_at=now, owner=None, lease_expires_at=None)
             await self.save(done)
+            self.finished_elsewhere.set()
         return await super().claim(run_id, owner, lease_expires_at, now=now, takeover=takeover)
 
 
@@ -424,7 +448,10 @@ async def test_a_worker_does_not_drive_a_run_that_ended_before_its_claim(
         engine.on("*", recorder)
         run_id = await engine.start(flow)
         async with engine.worker() as worker:
-            result = await engine.wait_result(run_id, timeout=10)
+            waiting = asyncio.create_task(engine.wait_result(run_id, timeout=10))
+            await storage.finished_elsewhere.wait()
+            await clock.advance(engine.poll_interval)  # the next poll sees the run ended
+            result = await waiting
             engine.notify()
             await asyncio.sleep(0)
         stored = await storage.load(run_id)

@@ -23,12 +23,12 @@ from flux.cli._base import (
 from flux.cli._load import CliError, close, import_module, load_workflow, parse_json
 from flux.cli._render import StepView, console, dump, result_document, result_line
 from flux.engine import FluxEngine
-from flux.events import StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
+from flux.events import StepComplete, StepFailed, StepRetry, StepSkip, StepStart, StepSuspend
 from flux.records import RunRecord
 from flux.result import RunResult
 
 logger = logging.getLogger("flux.worker")
-_STEP_EVENTS = (StepStart, StepComplete, StepRetry, StepError, StepSkip, StepSuspend)
+_STEP_EVENTS = (StepStart, StepComplete, StepRetry, StepFailed, StepSkip, StepSuspend)
 
 _EXIT_CODES = "Exit code: 0 completed, 1 failed, rolled back or cancelled, 3 suspended, 2 bad usage."
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flux.engine._keys import WAITING_CHILD
-from flux.events import Event, StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
+from flux.events import Event, StepComplete, StepFailed, StepRetry, StepSkip, StepStart, StepSuspend
 from flux.records import JSON, RunRecord, SignalRecord, StepRecord
 from flux.result import RunResult
 from flux.status import RunStatus, StepStatus
@@ -299,7 +299,7 @@ class StepView:
                 (f"; retrying in {seconds(ev.delay)}", "dim"),
             )  # fmt: skip
             self._set(f"{ev.step}#{ev.attempt}", line, True)
-        elif isinstance(ev, StepError):
+        elif isinstance(ev, StepFailed):
             line = Text.assemble(("✗ ", "red"), ev.step, f" {ev.error.type}: {ev.error.message}",
                                  (f" {seconds(ev.duration)}", "dim"))  # fmt: skip
             self._set(ev.step, line, True)

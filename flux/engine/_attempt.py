@@ -1,9 +1,16 @@
 """One attempt of a handler: run it under its timeout.
 
 Async handlers run on the loop; sync handlers in a worker thread (a sync attempt cannot be
-interrupted: at its deadline it is failed and its thread abandoned). An async handler that
-finishes without ever suspending needs no timer, so the deadline is armed only at its first
-suspension: that keeps a trivial step cheap.
+interrupted: at its deadline it is failed and its thread abandoned).
+
+The deadline runs from the attempt's start (``started``, read before the handler is called).
+An async handler runs up to its first suspension before any timer is set: one that finishes
+without ever suspending needs no timer, which keeps a trivial step cheap. One that suspends
+is checked then: past its deadline already (blocking work before its first ``await``), it is
+stopped there and fails with :class:`StepTimeoutError` at once; otherwise the timer is armed
+for what is left. A coroutine that never suspends cannot be stopped at all: it is stopped at
+its first suspension after the deadline, and one that returns without suspending keeps its
+result.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import functools
 import inspect
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor
+from datetime import datetime
 from typing import Any
 
 from flux.clock import Clock
@@ -28,22 +36,31 @@ async def call_handler(
     context: StepContext[Any],
     timeout: float,
     is_async: bool,
+    started: datetime | None = None,
 ) -> Any:
-    """Call ``fn(context)``; raise :class:`StepTimeoutError` if it outlives ``timeout`` seconds."""
-    started: Any = None
+    """Call ``fn(context)``; raise :class:`StepTimeoutError` if it outlives ``timeout`` seconds
+    from ``started`` (the attempt's start on ``clock``; None: now)."""
+    running: Any = None
+    remaining = timeout
     if is_async:
-        started = fn(context)
-        if inspect.iscoroutine(started):
+        if started is None:
+            started = clock.now()
+        running = fn(context)
+        if inspect.iscoroutine(running):
             try:
-                pending = started.send(None)
+                pending = running.send(None)
             except StopIteration as done:  # finished without suspending
                 return done.value
-            started = _Resume(started, pending)
-    deadline = clock.timeout(timeout)
+            remaining = timeout - (clock.now() - started).total_seconds()
+            if remaining <= 0:  # it blocked past its deadline before its first await
+                _stop(running)
+                raise _timed_out(context, timeout, True)
+            running = _Resume(running, pending)
+    deadline = clock.timeout(remaining)
     try:
         async with deadline:
-            if started is not None:
-                return await started
+            if running is not None:
+                return await running
             loop = asyncio.get_running_loop()
             call = functools.partial(contextvars.copy_context().run, fn, context)
             result = await loop.run_in_executor(executor(), call)
@@ -51,13 +68,26 @@ async def call_handler(
     except TimeoutError:
         if not deadline.expired():
             raise
-        kind = "async" if is_async else "sync (its thread was abandoned)"
-        raise StepTimeoutError(
-            f"step {context.step!r} attempt {context.attempt} timed out after {timeout:g}s "
-            f"({kind}); raise its timeout= if it needs longer",
-            step=context.step,
-            attempt=context.attempt,
-        ) from None
+        raise _timed_out(context, timeout, is_async) from None
+
+
+def _timed_out(context: StepContext[Any], timeout: float, is_async: bool) -> StepTimeoutError:
+    kind = "async" if is_async else "sync (its thread was abandoned)"
+    return StepTimeoutError(
+        f"step {context.step!r} attempt {context.attempt} timed out after {timeout:g}s "
+        f"({kind}); raise its timeout= if it needs longer",
+        step=context.step,
+        attempt=context.attempt,
+    )
+
+
+def _stop(coro: Coroutine[Any, Any, Any]) -> None:
+    """Cancel a suspended coroutine at its current ``await``, as a deadline would."""
+    try:
+        coro.throw(asyncio.CancelledError())
+    except (Exception, asyncio.CancelledError):  # stopped: cancelled, finished or failed
+        return
+    coro.close()  # it caught the cancellation and awaited again
 
 
 class _Resume:

@@ -9,24 +9,54 @@ every decision on it: a map's item list, a branch's key. Nested visits are ident
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, Protocol
 
 import attrs
 
+from flux._shape import ChainInfo, PlanShape
 from flux.constructs import DEFAULT_CASE, BranchSpec, Chain, MapSpec, ParallelSpec
-from flux.engine import _keys
-from flux.engine._visit import OPEN, Call, Done, Failed, Result, Suspended
-from flux.records import EMPTY, JSON, ErrorInfo, StepRecord
+from flux.engine._attempt import maybe_await
+from flux.engine._keys import CASE, ITEMS, KEY
+from flux.engine._positions import Position
+from flux.engine._state import OPEN, Done, Failed, Result, RunState, Suspended
+from flux.engine._waits import Call
+from flux.plan import StepSpec
+from flux.records import JSON, ErrorInfo, StepRecord
 from flux.serde import check_json, copy_json
 from flux.status import StepStatus
 
-if TYPE_CHECKING:
-    from flux.engine._flow import Flow
-    from flux.plan import StepSpec
 
-Runner = Callable[["Flow", "StepSpec", "StepRecord | None"], Awaitable[Result]]
+class Flow(Protocol):
+    """What a construct needs of the flow that runs it (``_flow.Flow``)."""
+
+    d: RunState
+    shape: PlanShape
+    latest: dict[str, StepRecord]
+    side_by_side: int
+
+    async def open_construct(self, spec: StepSpec, record: StepRecord | None) -> StepRecord:
+        """Start (or continue) the visit of a construct step."""
+
+    def position(self, info: ChainInfo, base: int) -> Position:
+        """Where a nested chain of the construct visit ``base`` continues."""
+
+    async def chain(self, info: ChainInfo, position: Position) -> Result:
+        """Run a chain's steps in order from ``position``."""
+
+    async def visit(
+        self, spec: StepSpec, record: StepRecord | None, call: Call, failure: ErrorInfo | None = None
+    ) -> Result:
+        """Run one visit."""
+
+    async def settle(self) -> None:
+        """Checkpoint what is pending now."""
+
+    def cancel_open(self, belongs: Callable[[str], bool], base: int, reason: str) -> None:
+        """Fail the unfinished visits after ``base`` whose name ``belongs``."""
+
+
+Runner = Callable[[Flow, StepSpec, "StepRecord | None"], Awaitable[Result]]
 
 
 # --- parallel groups ------------------------------------------------------------------------
@@ -50,6 +80,7 @@ async def run_parallel(flow: Flow, spec: StepSpec, record: StepRecord | None) ->
         await flow.settle()
         return result
 
+    flow.side_by_side += 1
     tasks = {asyncio.ensure_future(branch(chain)): i for i, chain in enumerate(group.branches)}
     results: dict[int, Result] = {}
     try:
@@ -61,22 +92,23 @@ async def run_parallel(flow: Flow, spec: StepSpec, record: StepRecord | None) ->
             if group.fail_fast and any(isinstance(r, Failed) for r in results.values()):
                 break
     finally:
-        await _cancel(tasks)
+        flow.side_by_side -= 1
+        await cancel_tasks(tasks)
     failures = [results[i] for i in sorted(results) if isinstance(results[i], Failed)]
     if failures:
         members = flow.shape.members[spec.name]
         flow.cancel_open(members.__contains__, base, f"parallel group {spec.name!r}: another branch failed")
         first = failures[0]
         assert isinstance(first, Failed) and first.record.error is not None
-        return flow.fail(flow.d.records[base], first.record.error)
-    waiting = [r for result in results.values() if isinstance(result, Suspended) for r in result.records]
+        return flow.d.fail(flow.d.records[base], first.record.error)
+    waiting = [r for _, r in sorted(results.items()) if isinstance(r, Suspended)]
     if waiting:
-        return Suspended(tuple(waiting))
+        return Suspended.of(waiting)
     output: dict[str, JSON] = {}
     for i, chain in enumerate(group.branches):
         last = results[i]
         output[chain.name] = last.record.output if isinstance(last, Done) and last.record else None
-    return Done(flow.complete(flow.d.records[base], output, EMPTY, ()))
+    return Done(flow.d.complete(flow.d.records[base], output))
 
 
 # --- maps -----------------------------------------------------------------------------------
@@ -113,21 +145,18 @@ async def _items_of(flow: Flow, spec: StepSpec, record: StepRecord) -> list[JSON
     mapping = spec.construct
     assert isinstance(mapping, MapSpec)
     d = flow.d
-    recorded = d.records[record.seq].actions.get(_keys.ITEMS)
+    recorded = d.records[record.seq].actions.get(ITEMS)
     if recorded is not None:
         return list(recorded)
     try:
-        raw = mapping.over(flow.context(spec.name, record, 1, flow.view()))
-        if inspect.isawaitable(raw):
-            raw = await raw
-        items = list(raw)
+        items = list(await maybe_await(mapping.over(d.context(spec.name, record.seq, 1, d.copy_data()))))
         check_json(items, f"the items of map step {spec.name!r}", step=spec.name)
     except Exception as exc:
-        return flow.fail(record, ErrorInfo.from_exception(exc, step=spec.name))
+        return d.fail(record, ErrorInfo.from_exception(exc, step=spec.name))
     items = list(copy_json(items))
     current = d.records[record.seq]
-    d._put(attrs.evolve(current, actions={**current.actions, _keys.ITEMS: items}))
-    await d._flush()
+    d.put(attrs.evolve(current, actions={**current.actions, ITEMS: items}))
+    await d.flush()
     return items
 
 
@@ -152,7 +181,7 @@ async def run_map(flow: Flow, spec: StepSpec, record: StepRecord | None) -> Resu
             _fill(results, start, stop, prior.output, batched)
             continue
         todo.append((start, stop, name, prior if prior is not None and prior.seq > base else None))
-    waiting: list[StepRecord] = []
+    waiting: list[Suspended] = []
     queue = iter(todo)
 
     async def worker() -> None:
@@ -171,28 +200,30 @@ async def run_map(flow: Flow, spec: StepSpec, record: StepRecord | None) -> Resu
             if isinstance(result, Done):
                 _fill(results, start, stop, result.record.output if result.record else None, batched)
             elif isinstance(result, Suspended):
-                waiting.extend(result.records)
+                waiting.append(result)
             else:
                 raise _ItemFailed(result)
         await flow.settle()
 
+    flow.side_by_side += 1
     workers = [
         asyncio.ensure_future(worker()) for _ in range(min(mapping.concurrency or len(todo), len(todo)))
     ]
     try:
         await asyncio.gather(*workers)
     except _ItemFailed as failed:
-        await _cancel(workers)
+        await cancel_tasks(workers)
         prefix = spec.name + "["
         flow.cancel_open(lambda name: name.startswith(prefix), base, f"map {spec.name!r}: an item failed")
         error = failed.failed.record.error
         assert error is not None
-        return flow.fail(flow.d.records[base], error)
+        return flow.d.fail(flow.d.records[base], error)
     finally:
-        await _cancel(workers)
+        flow.side_by_side -= 1
+        await cancel_tasks(workers)
     if waiting:
-        return Suspended(tuple(waiting))
-    return Done(flow.complete(flow.d.records[base], results, EMPTY, ()))
+        return Suspended.of(waiting)
+    return Done(flow.d.complete(flow.d.records[base], results))
 
 
 def _fill(results: list[JSON], start: int, stop: int, output: JSON, batched: bool) -> None:
@@ -220,11 +251,9 @@ async def run_branch(flow: Flow, spec: StepSpec, record: StepRecord | None) -> R
     record = await flow.open_construct(spec, record)
     base = record.seq
     actions = d.records[base].actions
-    if _keys.CASE not in actions:
+    if CASE not in actions:
         try:
-            key = branch.on(flow.context(spec.name, record, 1, flow.view()))
-            if inspect.isawaitable(key):
-                key = await key
+            key = await maybe_await(branch.on(d.context(spec.name, record.seq, 1, d.copy_data())))
             check_json(key, f"the key of branch step {spec.name!r}", step=spec.name)
             label, chain = branch.choose(key)
             if chain is None:
@@ -234,21 +263,22 @@ async def run_branch(flow: Flow, spec: StepSpec, record: StepRecord | None) -> R
                     f"({labels}) and there is no default=; add a case or a default"
                 )
         except Exception as exc:
-            return flow.fail(d.records[base], ErrorInfo.from_exception(exc, step=spec.name))
-        actions = {**actions, _keys.KEY: copy_json(key), _keys.CASE: DEFAULT_CASE if label is None else label}
-        d._put(attrs.evolve(d.records[base], actions=actions))
-        await d._flush()
-    info = flow.shape.chain((*flow.shape.chain_of[spec.name], spec.name, actions[_keys.CASE]))
+            return d.fail(d.records[base], ErrorInfo.from_exception(exc, step=spec.name))
+        actions = {**actions, KEY: copy_json(key), CASE: DEFAULT_CASE if label is None else label}
+        d.put(attrs.evolve(d.records[base], actions=actions))
+        await d.flush()
+    info = flow.shape.chain((*flow.shape.chain_of[spec.name], spec.name, actions[CASE]))
     result = await flow.chain(info, flow.position(info, base))
     if isinstance(result, Done):
-        return Done(flow.complete(d.records[base], actions[_keys.KEY], EMPTY, ()))
+        return Done(d.complete(d.records[base], actions[KEY]))
     if isinstance(result, Failed):
         assert result.record.error is not None
-        return flow.fail(d.records[base], result.record.error)
+        return d.fail(d.records[base], result.record.error)
     return result
 
 
-async def _cancel(tasks: Any) -> None:
+async def cancel_tasks(tasks: Mapping[asyncio.Task[Any], Any] | Collection[asyncio.Task[Any]]) -> None:
+    """Cancel unfinished tasks and wait until they have stopped."""
     pending = [task for task in tasks if not task.done()]
     for task in pending:
         task.cancel()

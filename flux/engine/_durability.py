@@ -18,13 +18,13 @@ from flux.clock import Clock
 from flux.engine import _logs
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import owner_is_dead
-from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point
+from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point, run_header
 from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError
-from flux.events import EventBus, WorkflowError
+from flux.events import EventBus, WorkflowFailed
 from flux.plan import Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord
 from flux.result import Recovery, RunResult
-from flux.status import RunStatus
+from flux.status import RunStatus, StepStatus
 from flux.storage.protocol import Storage
 
 logger = logging.getLogger("flux.engine")
@@ -103,17 +103,13 @@ class DurabilityOps:
                 run_id=run_id,
             )
         plan = self._registry.for_run(run)
-        now = self.clock.now()
-        header = RunRecord(
-            id=uuid.uuid4().hex,
-            workflow=plan.name,
-            fingerprint=plan.fingerprint,
-            status=RunStatus.RUNNING,
-            input=run.input,
-            created_at=now,
-            updated_at=now,
+        header = run_header(
+            plan,
+            run_id=uuid.uuid4().hex,
+            raw_input=run.input,
+            now=self.clock.now(),
             owner=self.owner,
-            lease_expires_at=now + self._env.lease,
+            lease=self._env.lease,
             labels=run.labels,
         )
         driver = RunDriver(self._env, plan, header, [], plan.codec.restore(run.input))
@@ -177,8 +173,10 @@ class DurabilityOps:
         run: RunRecord,
         start: int | None,
     ) -> RunResult:
-        if run.status == RunStatus.ROLLING_BACK and start is None:
-            header, start = run, len(plan.steps)  # the driver finishes the rollback
+        if start is None and _rolling_back(run):
+            # The driver finishes the rollback (it may have waited for a compensation's retry).
+            header = attrs.evolve(run, status=RunStatus.ROLLING_BACK, wake_at=None)
+            start = len(plan.steps)
         else:
             header = attrs.evolve(run, status=RunStatus.RUNNING, error=None, finished_at=None, wake_at=None)
             start = resume_point(plan, run.steps) if start is None else start
@@ -210,10 +208,10 @@ class DurabilityOps:
         )
         await self.storage.checkpoint(failed)
         await self.storage.release(run.id, self.owner)
-        if self._bus.wants(WorkflowError.name):
+        if self._bus.wants(WorkflowFailed.name):
             duration = (now - run.created_at).total_seconds()
             await self._bus.emit(
-                WorkflowError(
+                WorkflowFailed(
                     run_id=run.id,
                     workflow=run.workflow,
                     timestamp=now,
@@ -239,3 +237,14 @@ def check_history(run: RunRecord) -> None:
                 "the history was changed outside flux. Restore the database from a backup or "
                 f"delete the run with `await storage.delete({run.id!r})`."
             )
+
+
+def _rolling_back(run: RunRecord) -> bool:
+    """A run stopped in its rollback: rolling back, or suspended for a compensation's retry."""
+    if run.status == RunStatus.ROLLING_BACK:
+        return True
+    return (
+        run.status == RunStatus.SUSPENDED
+        and run.error is not None
+        and any(step.status == StepStatus.COMPENSATING for step in run.steps)
+    )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import timedelta
@@ -18,14 +17,15 @@ from flux._duration import to_count, to_seconds, to_timedelta
 from flux.builder import WorkflowBuilder, as_workflow
 from flux.clock import Clock, SystemClock
 from flux.engine import _logs
-from flux.engine._children import CURRENT_ENGINE, RunHooks
+from flux.engine._children import ChildHost, Children
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._durability import DurabilityOps
 from flux.engine._logbook import LogLimits
 from flux.engine._ownership import new_owner_id
-from flux.engine._plans import WorkflowRegistry
+from flux.engine._plans import WorkflowRegistry, check_input, run_header
 from flux.engine._threads import StepThreads
+from flux.engine._work import TimeWaits, WorkSource
 from flux.errors import (
     InvalidInputError,
     InvalidRunStateError,
@@ -137,9 +137,36 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             lease=lease_time,
             durable_after=durable_after,
             poll_interval=poll_interval,
-            hooks=RunHooks(self),
             log_limits=log_limits or LogLimits(),
         )
+        children = Children(
+            ChildHost(
+                env=self._env,
+                register=self.register,
+                drive=self._drive,
+                running=self._running,
+                labels=self._labels_of,
+                resume=self.resume,
+                cancel=self.cancel,
+                ended=self._ended,
+                notify=self.notify,
+            )
+        )
+        self._env.hooks = children
+        self._env.children = children.run_child
+        self._waits = TimeWaits(self.clock)
+        self.work = WorkSource(
+            clock=self.clock,
+            waits=self._waits,
+            wake=self._wake,
+            poll_interval=poll_interval,
+            driving=self._active.__contains__,
+            plan_for=self._registry.for_run,
+            claim=self._claim,
+            drive=self._resume_claimed,
+            release=self._release,
+        )
+        """The engine as workers see it (an internal interface: :class:`~flux.Worker` uses it)."""
         subscribe = getattr(self.clock, "subscribe", None)
         if callable(subscribe):  # a FakeClock wakes workers when the test moves time
             subscribe(self.notify)
@@ -282,22 +309,17 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             _check_run_id(run_id)
         await self.start_engine()
         plan = self.register(workflow)
-        typed, raw = plan.codec.accept(input)
-        _check_validators(plan, typed)
+        typed, raw = check_input(plan, input)
         checked = check_labels(labels)
-        now = self.clock.now()
-        seconds = to_seconds(deadline, "deadline") if deadline is not None else plan.deadline
-        header = RunRecord(
-            id=run_id or uuid.uuid4().hex,
-            workflow=plan.name,
-            fingerprint=plan.fingerprint,
-            status=status,
-            input=raw,
-            created_at=now,
-            updated_at=now,
+        header = run_header(
+            plan,
+            run_id=run_id or os.urandom(16).hex(),
+            raw_input=raw,
+            now=self.clock.now(),
             owner=self.owner,
-            lease_expires_at=now + self._env.lease,
-            deadline_at=None if seconds is None else now + timedelta(seconds=seconds),
+            lease=self._env.lease,
+            status=status,
+            deadline=to_seconds(deadline, "deadline") if deadline is not None else plan.deadline,
             labels=checked,
         )
         return plan, typed, header
@@ -321,11 +343,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
         run_id = driver.header.id
-        token = CURRENT_ENGINE.set(self)  # copied into the task: ctx.run_child finds this engine
-        try:
-            task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
-        finally:
-            CURRENT_ENGINE.reset(token)
+        task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
         self._active[run_id] = driver
         self._tasks[run_id] = task
         self._ensure_heartbeat()
@@ -337,12 +355,25 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
-        if result.status.finished:
-            done = self._finished.pop(run_id, None)
-            if done is not None:
-                done.set()
         self.notify("due" if result.status == RunStatus.SUSPENDED else None, run_id)
         return result
+
+    def _running(self, run_id: str) -> asyncio.Task[RunResult] | None:
+        return self._tasks.get(run_id) if run_id in self._active else None
+
+    def _labels_of(self, run_id: str) -> Mapping[str, str]:
+        driver = self._active.get(run_id)
+        return driver.header.labels if driver is not None else {}
+
+    async def _release(self, run_id: str) -> None:
+        await self.storage.release(run_id, self.owner)
+
+    def _ended(self, run_id: str) -> None:
+        """A run driven here ended: wake whoever waits for its result, and the workers."""
+        done = self._finished.pop(run_id, None)
+        if done is not None:
+            done.set()
+        self.notify()
 
     def notify(self, reason: str | None = None, run_id: str | None = None) -> None:
         """Wake this engine's workers: new work may be due (called on start, signal, time moves).
@@ -358,9 +389,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         """Wait until the run has finished (completed, failed, rolled back or cancelled).
 
         Runs driven in this process are noticed at once; runs driven elsewhere within
-        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds (real time), naming
-        the run, the time waited and the run's status then, and :class:`RunNotFoundError` for an
-        unknown id.
+        ``poll_interval``. Raises ``TimeoutError`` after ``timeout`` seconds, naming the run, the
+        time waited and the run's status then, and :class:`RunNotFoundError` for an unknown id.
+        Both times are measured on the engine's clock (a ``FakeClock`` moves them in tests).
         """
         if timeout is not None:
             timeout = to_seconds(timeout, "timeout", zero=True)
@@ -368,15 +399,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         if run.status.finished:
             return RunResult.from_record(run)
         try:
-            async with asyncio.timeout(timeout):
+            async with self.clock.timeout(timeout):
                 while True:
                     run = await self._load(run_id)
                     if run.status.finished:
                         return RunResult.from_record(run)
                     done = self._finished.setdefault(run_id, asyncio.Event())
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.poll_interval):
-                            await done.wait()
+                    await self._waits.wait(done, self.poll_interval)
         except TimeoutError:
             if timeout is None:
                 raise
@@ -426,8 +455,9 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
 
     async def _beat(self) -> None:
         interval = self._env.lease.total_seconds() / 3
+        never = asyncio.Event()
         while True:
-            await asyncio.sleep(interval)
+            await self._waits.wait(never, interval)  # on the engine's clock
             if self._active:
                 try:
                     lease = self.clock.now() + self._env.lease
@@ -435,22 +465,6 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
                     await self.check_cancel_requests()
                 except Exception:
                     logger.exception("lease heartbeat failed; will try again")
-
-
-def _check_validators(plan: Workflow[Any], typed: Any) -> None:
-    for check in plan.validators:
-        name = getattr(check, "__qualname__", repr(check))
-        try:
-            ok = check(typed)
-        except Exception as exc:
-            raise InvalidInputError(
-                f"input rejected by validator {name} of workflow {plan.name!r}: {exc}"
-            ) from exc
-        if ok is False:
-            raise InvalidInputError(
-                f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
-                f"for {typed!r}"
-            )
 
 
 MAX_RUN_ID = 200

@@ -1,109 +1,74 @@
-"""Drives plans beyond a straight chain: constructs, dependency graphs, goto and failure routes.
+"""Schedules a run's visits: chains, dependency graphs, goto and failure routes, constructs.
 
-``RunDriver._advance`` hands a run over to :func:`run_flow` when its plan is not a plain chain,
-or when a handler of a plain chain returns ``flux.goto``. A chain runs its steps one after the
-other from a position (``_positions.chain_position``); a dependency plan starts each step once
-the steps it waits for are done; constructs (``_constructs.py``) run nested chains and map
-items side by side. Visits that must wait are collected; once nothing else can run, the run
-suspends (due at the earliest time any of them waits for) and resumes from its records.
+Every plan runs here, a straight chain too. A chain runs its steps one after the other from a
+position (``_positions.chain_position``), following ``goto`` and ``on_failure`` routes; a
+dependency plan starts each step once the steps it waits for are done; constructs
+(``_constructs.py``) run nested chains and map items side by side. Each visit is run by the
+one visit loop (``_visit.py``). Visits that must wait are collected; once nothing else can
+run, the run suspends (due at the earliest time any of them waits for) and resumes from its
+records.
+
+A chain pays only for what it uses: visits are counted (for ``max_visits``) only once a
+``goto`` has happened, and a visit shares the run's data unless others run beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
 from flux._shape import TOP, ChainInfo
-from flux.control import Directive, Goto
-from flux.engine import _keys
-from flux.engine._positions import OPEN, Position, chain_position, flow_resume_point, satisfied
-from flux.engine._visit import Call, Done, Failed, Result, Suspended, Visitor
-from flux.errors import MaxVisitsError, UnknownStepError
+from flux.engine._constructs import RUNNERS, cancel_tasks
+from flux.engine._keys import KIND, WAITING_CHILD
+from flux.engine._positions import OPEN, Position, chain_position, flow_resume_point, jumped, satisfied
+from flux.engine._state import Done, Failed, Result, RunState, Suspended
+from flux.engine._visit import Call, Visitor
+from flux.errors import MaxVisitsError
 from flux.events import StepStart, WorkflowResume, WorkflowSuspend
+from flux.plan import StepSpec
 from flux.records import ErrorInfo, StepRecord
-from flux.serde import check_json, copy_json
 from flux.status import RunStatus, StepStatus
 
-if TYPE_CHECKING:
-    from flux.engine._driver import RunDriver
-    from flux.plan import StepSpec
-    from flux.result import RunResult
-
 _NO_GOTO_IN_GRAPH = "goto is not available in a dependency plan (order its steps with after=)"
-
-
-@attrs.frozen
-class Jump:
-    """A plain chain's step returned ``flux.goto``: continue at top-level index ``target``."""
-
-    target: int
-
-
-async def run_flow(driver: RunDriver, start: int) -> RunResult:
-    """Run ``driver``'s run from top-level index ``start`` until it ends or suspends."""
-    return await Flow(driver).run(start)
-
-
-def complete_goto(driver: RunDriver, spec: StepSpec, seq: int, goto: Directive) -> Jump | StepRecord:
-    """A step of a plain chain returned ``goto``: complete it and say where to go (or fail it)."""
-    assert isinstance(goto, Goto)
-    info = driver.workflow.shape.chain(TOP)
-    record = driver.records[seq]
-    allowed = info.index if spec.goto is None else spec.goto
-    if goto.step not in allowed:
-        error = UnknownStepError(
-            f"step {spec.name!r} returned goto({goto.step!r}), which is not a step of its chain "
-            f"(or not among its declared goto targets); it may jump to: {', '.join(allowed)}"
-        )
-        driver.data.take_changes()
-        return driver._failed(
-            spec, record, record.started_at or driver.env.clock.now(), ErrorInfo.from_exception(error)
-        )
-    data_set, data_unset = driver.data.take_changes()
-    for key, value in data_set.items():
-        check_json(value, f"ctx.data[{key!r}] (set by step {spec.name!r})", step=spec.name)
-    driver._put(attrs.evolve(record, actions={**record.actions, _keys.GOTO: goto.step}))
-    driver._complete(
-        spec, driver.records[seq], None, copy_json(data_set) if data_set else data_set, data_unset
-    )
-    return Jump(info.index[goto.step])
 
 
 class Flow(Visitor):
     """Schedules the steps of one run of a plan beyond a straight chain."""
 
-    def __init__(self, driver: RunDriver) -> None:
-        super().__init__(driver)
-        self.plan = driver.workflow
+    def __init__(self, state: RunState) -> None:
+        super().__init__(state)
+        self.plan = state.workflow
         self.shape = self.plan.shape
         self._calls: dict[str, Call] = {}
         self.reindex()
 
     def reindex(self) -> None:
         """Rebuild the lookups of recorded visits (each step's latest, visit counts)."""
-        self.latest: dict[str, StepRecord] = {record.step: record for record in self.d.records}
-        self.visits: Counter[str] = Counter(record.step for record in self.d.records)
+        records = self.d.records
+        self.latest: dict[str, StepRecord] = {record.step: record for record in records}
+        self.visits: Counter[str] | None = None
+        """Visits per step name; counted only once a goto has happened (None before)."""
+        if records and jumped(records):
+            self._count()
 
-    async def run(self, start: int) -> RunResult:
-        """Run until the run completes, fails (then compensates) or suspends."""
-        d = self.d
+    def _count(self) -> None:
+        self.visits = Counter(record.step for record in self.d.records)
+
+    async def run(self, start: int) -> Result:
+        """Run from top-level index ``start`` until the run is done, fails, or suspends and
+        cannot go on here (Suspended)."""
         while True:
             if self.shape.deps is None:
                 result = await self._top_chain(start)
             else:
                 result = await self._graph(start)
-            if isinstance(result, Done):
-                return await d._finish(RunStatus.COMPLETED)
-            if isinstance(result, Failed):
-                return await d._fail(result.record)
-            if not await self._suspend(result.records):
-                return d.result()
+            if not isinstance(result, Suspended) or not await self.suspend(result):
+                return result
             self.reindex()  # woken while suspending: go on from the records
-            start = flow_resume_point(self.plan, d.records)
+            start = flow_resume_point(self.plan, self.d.records)
 
     # --- chains ---------------------------------------------------------------------------
 
@@ -125,13 +90,18 @@ class Flow(Visitor):
         steps = info.steps
         while at < len(steps):
             spec = steps[at]
-            if record is None and self.visits[spec.name] >= spec.max_visits:
+            if record is None and self.visits is not None and self.visits[spec.name] >= spec.max_visits:
                 return self._refuse(spec)
             result = await self.step(spec, record, info, failure)
             record = failure = None
             if isinstance(result, Done):
                 last = result.record
-                at = info.index[result.goto] if result.goto is not None else info.next_after(at + 1)
+                if result.goto is None:
+                    at = info.next_after(at + 1)
+                else:
+                    if self.visits is None:
+                        self._count()
+                    at = info.index[result.goto]
             elif isinstance(result, Failed) and spec.on_failure is not None:
                 failure = result.record.error
                 at = info.index[spec.on_failure]
@@ -143,9 +113,7 @@ class Flow(Visitor):
         self, spec: StepSpec, record: StepRecord | None, chain: ChainInfo | None, failure: ErrorInfo | None
     ) -> Result:
         """One visit of any kind of step; ``chain`` is where a goto may jump (None: nowhere)."""
-        from flux.engine._constructs import RUNNERS
-
-        if record is None:
+        if record is None and self.visits is not None:
             self.visits[spec.name] += 1
         runner = RUNNERS.get(spec.kind)
         if runner is not None:
@@ -161,18 +129,22 @@ class Flow(Visitor):
                 is_async=spec.is_async,
                 targets=targets,
                 no_goto=_NO_GOTO_IN_GRAPH,
+                plain=spec.kind == "step" and spec.when is None and self.d.recorded is None,
             )
+        if call.plain and record is None and failure is None and not self.side_by_side:
+            return await self._attempts(spec, call, None, 0, None)  # nothing to decide first
         return await self.visit(spec, record, call, failure)
 
     def _refuse(self, spec: StepSpec) -> Failed:
-        record = self.new_record(spec.name)
+        assert self.visits is not None
+        record = self.d.new_record(spec.name)
         error = MaxVisitsError(
             f"step {spec.name!r} was reached {self.visits[spec.name] + 1} times but allows "
             f"max_visits={spec.max_visits}; a goto loop that never ends? Give the loop an exit, "
             f"or raise max_visits= on {spec.name!r} if it is meant to go round that often"
         )
         self.visits[spec.name] += 1
-        return self.fail(record, ErrorInfo.from_exception(error, step=spec.name))
+        return self.d.fail(record, ErrorInfo.from_exception(error, step=spec.name))
 
     # --- constructs' shared parts ---------------------------------------------------------
 
@@ -180,19 +152,19 @@ class Flow(Visitor):
         """Start (or continue) the visit of a construct step; checkpointed before its parts run."""
         d = self.d
         if record is None:
-            record = self.new_record(spec.name, {_keys.KIND: spec.kind})
+            record = d.new_record(spec.name, {KIND: spec.kind})
         if record.status == StepStatus.PENDING:
             record = attrs.evolve(record, status=StepStatus.RUNNING, attempts=1)
-            d._put(record)
-            d._event(StepStart, step=spec.name, attempt=1)
-            await d._flush(status=RunStatus.RUNNING, wake_at=None)
+            d.put(record)
+            d.event(StepStart, step=spec.name, attempt=1)
+            await d.flush(status=RunStatus.RUNNING, wake_at=None)
         return record
 
     async def settle(self) -> None:
         """Checkpoint what is pending now: a strand of work ended without starting another visit
         (whose start would have carried it), and other strands may run on for long."""
-        if self.d._pending:
-            await self.d._flush()
+        if self.d.pending:
+            await self.d.flush()
 
     def cancel_open(self, belongs: Callable[[str], bool], base: int, reason: str) -> None:
         """Fail the unfinished visits after ``base`` whose name ``belongs`` (cancelled work)."""
@@ -200,7 +172,7 @@ class Flow(Visitor):
         error = ErrorInfo(type="Cancelled", message=reason)
         for record in d.records[base + 1 :]:
             if record.status in OPEN and belongs(record.step):
-                d._put(attrs.evolve(record, status=StepStatus.FAILED, error=error, finished_at=now))
+                d.put(attrs.evolve(record, status=StepStatus.FAILED, error=error, finished_at=now))
 
     # --- dependency plans -----------------------------------------------------------------
 
@@ -216,7 +188,7 @@ class Flow(Visitor):
         running: dict[asyncio.Task[Result], str] = {}
         stands_for: dict[str, str] = {}
         launched: set[str] = set()
-        waiting: list[StepRecord] = []
+        waiting: list[Suspended] = []
 
         def launch(name: str, failure: ErrorInfo | None = None) -> None:
             record = self.latest.get(name)
@@ -239,6 +211,7 @@ class Flow(Visitor):
                 launched.add(spec.name)
                 launch(spec.on_failure, record.error if record is not None else None)
         ready(name for name in deps if name not in top.handlers)
+        self.side_by_side += 1
         try:
             while running:
                 finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -252,49 +225,46 @@ class Flow(Visitor):
                         done.update((name, node))
                         ready(shape.dependents.get(node, ()))
                     elif isinstance(result, Suspended):
-                        waiting.extend(result.records)
+                        waiting.append(result)
                     elif spec.on_failure is not None:
                         stands_for[spec.on_failure] = stands_for.get(name, name)
                         launch(spec.on_failure, result.record.error)
                     else:
-                        await _cancel(running)
+                        await cancel_tasks(running)
                         self.cancel_open(lambda _: True, -1, f"step {name!r} failed")
                         return result
                 if len(launched) == started:
                     await self.settle()
         finally:
-            await _cancel(running)
-        return Suspended(tuple(waiting)) if waiting else Done(None)
+            self.side_by_side -= 1
+            await cancel_tasks(running)
+        return Suspended.of(waiting) if waiting else Done(None)
 
     # --- suspending -----------------------------------------------------------------------
 
-    async def _suspend(self, records: Collection[StepRecord]) -> bool:
-        """Suspend the run until the earliest time one of ``records`` waits for.
+    async def suspend(self, waiting: Suspended) -> bool:
+        """Suspend the run until the earliest time one of the waiting visits waits for.
 
         Returns True when, meanwhile, something they wait for has come (a signal, a child's
         end) and the run was claimed again: the caller goes on.
         """
-        d, storage = self.d, self.env.storage
+        d, storage, records = self.d, self.env.storage, waiting.records
         wakes = [r.wake_at for r in records if r.wake_at is not None]
         wake = min(wakes) if wakes else None
         deadline = d.header.deadline_at
         if deadline is not None:
             wake = deadline if wake is None else min(wake, deadline)
-        names = sorted({r.step for r in records})
         first = min(records, key=lambda r: r.seq)
-        reason = (
-            "waiting: " + ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        )
-        d._event(WorkflowSuspend, step=first.step, reason=reason)
-        await d._flush(status=RunStatus.SUSPENDED, wake_at=wake, lease_expires_at=None)
+        d.event(WorkflowSuspend, step=first.step, reason=waiting.reason)
+        await d.flush(status=RunStatus.SUSPENDED, wake_at=wake, lease_expires_at=None)
         if not await self._any_ready(records):
             return False
         now = self.env.clock.now()
         claimed = await storage.claim(d.header.id, self.env.owner, now + self.env.lease, now=now)
         if claimed is None:
             return False  # another process resumed it and goes on
-        d.header = attrs.evolve(claimed, steps=())
-        d._event(WorkflowResume, from_step=first.step)
+        d.set_header(claimed)
+        d.event(WorkflowResume, from_step=first.step)
         return True
 
     async def _any_ready(self, records: Iterable[StepRecord]) -> bool:
@@ -304,7 +274,7 @@ class Flow(Visitor):
             signal = record.waiting_for
             if signal is not None and await storage.take_signal(run_id, signal, record.seq) is not None:
                 return True
-            child = record.actions.get(_keys.WAITING_CHILD)
+            child = record.actions.get(WAITING_CHILD)
             if child is not None:
                 run = await storage.load(child)
                 if run is not None and run.status.finished:
@@ -312,12 +282,3 @@ class Flow(Visitor):
             if record.wake_at is not None and record.wake_at <= now:
                 return True
         return False
-
-
-async def _cancel(tasks: Mapping[asyncio.Task[Any], Any] | Collection[asyncio.Task[Any]]) -> None:
-    """Cancel unfinished tasks and wait until they have stopped."""
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)

@@ -17,7 +17,7 @@ from flux.events import (
     StepRetry,
     WorkflowCancel,
     WorkflowComplete,
-    WorkflowError,
+    WorkflowFailed,
     WorkflowResume,
     WorkflowStart,
     WorkflowSuspend,
@@ -48,7 +48,7 @@ def _complete(ev: WorkflowComplete) -> None:
     )  # fmt: skip
 
 
-def _error(ev: WorkflowError) -> None:
+def _error(ev: WorkflowFailed) -> None:
     error = ev.error
     step, attempt = (error.step, error.attempt) if error is not None else (None, None)
     why = f": {error.type}: {error.message}" if error is not None else ""
@@ -83,7 +83,7 @@ _SUBSCRIBERS: dict[str, Callable[[Any], None]] = {
     WorkflowStart.name: _start,
     WorkflowResume.name: _resume,
     WorkflowComplete.name: _complete,
-    WorkflowError.name: _error,
+    WorkflowFailed.name: _error,
     WorkflowCancel.name: _cancel,
     WorkflowSuspend.name: _suspend,
     StepRetry.name: _retry,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from flux.engine._positions import flow_resume_point, jumped
-from flux.errors import PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
+from flux.errors import InvalidInputError, PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
 from flux.plan import Workflow
-from flux.records import RunRecord, StepRecord
-from flux.status import StepStatus
+from flux.records import EMPTY, JSON, RunRecord, StepRecord
+from flux.status import RunStatus, StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
 
@@ -33,6 +34,57 @@ def resume_point(workflow: Workflow[Any], records: Sequence[StepRecord]) -> int:
         if visit is None or visit.status not in _DONE:
             return index
     return len(workflow.steps)
+
+
+def run_header(
+    plan: Workflow[Any],
+    *,
+    run_id: str,
+    raw_input: JSON,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    status: RunStatus = RunStatus.RUNNING,
+    deadline: float | None = None,
+    labels: Mapping[str, str] = EMPTY,
+) -> RunRecord:
+    """The stored fields of a new run of ``plan`` (executed, started, replayed or a child)."""
+    return RunRecord(
+        id=run_id,
+        workflow=plan.name,
+        fingerprint=plan.fingerprint,
+        status=status,
+        input=raw_input,
+        created_at=now,
+        updated_at=now,
+        owner=owner,
+        lease_expires_at=now + lease,
+        deadline_at=None if deadline is None else now + timedelta(seconds=deadline),
+        labels=labels,
+    )
+
+
+def check_input(plan: Workflow[Any], input: Any) -> tuple[Any, JSON]:
+    """The typed input and its stored (JSON) form, once the plan's validators accept it.
+
+    Raises:
+        InvalidInputError: ``input`` does not fit the plan's input type or a validator.
+    """
+    typed, raw = plan.codec.accept(input)
+    for check in plan.validators:
+        name = getattr(check, "__qualname__", repr(check))
+        try:
+            ok = check(typed)
+        except Exception as exc:
+            raise InvalidInputError(
+                f"input rejected by validator {name} of workflow {plan.name!r}: {exc}"
+            ) from exc
+        if ok is False:
+            raise InvalidInputError(
+                f"input rejected by validator {name} of workflow {plan.name!r}: it returned False "
+                f"for {typed!r}"
+            )
+    return typed, raw
 
 
 class WorkflowRegistry:

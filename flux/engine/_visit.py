@@ -1,375 +1,279 @@
-"""One visit of one step, for plans beyond a straight chain (``_flow.py`` schedules them).
+"""The one visit loop: every visit of every step, whatever the plan's shape, and compensations.
 
-It is the attempt loop of ``RunDriver._run_step`` (``when``, retries, timeouts, waits, sleeps),
-changed in three ways so that visits can run side by side:
+A visit evaluates the step's ``when`` once (the decision is recorded), then runs attempts
+under the step's timeout and retry policy until one succeeds or the policy gives up. Sleep
+and wait steps, and handlers that return ``flux.wait``, pause (``_waits.py``). A compensation
+is a visit of the compensated step too: the same attempts, timeouts, retries, ``step_retry``
+events and durable retry delays, recorded on the step's record (``compensating``).
 
-- each attempt sees its own copy of ``ctx.data``; its changes are committed to the run's data
-  when the visit completes (concurrent steps must not write the same key);
-- a visit that has to wait (a signal, a long sleep or retry delay, a child run) returns
-  :class:`Suspended` instead of suspending the run: the flow suspends the run once nothing
-  else can progress;
-- a handler may return ``flux.goto(step)``.
+The plan's shape changes what a visit costs, never what it does:
+
+- a visit that runs alone works on the run's ``ctx.data`` directly; a visit beside others
+  (parallel branches, graph steps, map items) works on a copy whose changes are merged when
+  it completes. Either way a failed attempt's changes are dropped, a completed visit's are
+  recorded;
+- visits beside others tell the run's :class:`Activity` when they are busy, so that a sibling
+  waiting for a signal can wait in memory while they work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
 
 import attrs
 
-from flux.context import RunData, StepContext
+from flux.context import RunData
 from flux.control import Directive, Goto
-from flux.engine import _keys
-from flux.engine._attempt import maybe_await
+from flux.engine._attempt import call_handler, maybe_await
+from flux.engine._due import after
+from flux.engine._keys import COMPENSATION, FAILURE, GOTO, WAITING_CHILD
+from flux.engine._state import OPEN, ChildPending, Done, Failed, Result, RunState, Suspended
+from flux.engine._waits import Call, pause
 from flux.errors import LeaseLostError, UnknownStepError
-from flux.events import StepComplete, StepError, StepRetry, StepSkip, StepStart, StepSuspend
-from flux.records import EMPTY, JSON, ErrorInfo, StepRecord, replay_data
+from flux.events import StepRetry, StepStart
+from flux.plan import StepSpec, is_async_callable
+from flux.records import EMPTY, ErrorInfo, StepRecord
 from flux.serde import check_json, copy_json
 from flux.status import RunStatus, StepStatus
 from flux.waiting import WaitRequest
 
-if TYPE_CHECKING:
-    from flux.engine._driver import RunDriver
-    from flux.plan import StepSpec
+__all__ = ["OPEN", "Call", "Visitor"]
 
-OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
 _REPLAYABLE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
 
 
-@attrs.frozen
-class Done:
-    """A visit (or a chain) finished; ``goto`` is where its handler asked to continue."""
-
-    record: StepRecord | None
-    goto: str | None = None
-
-
-@attrs.frozen
-class Failed:
-    """A visit failed for good; ``record`` holds its error."""
-
-    record: StepRecord
-
-
-@attrs.frozen
-class Suspended:
-    """Visits that wait (for a signal, a time or a child run); the run suspends once idle."""
-
-    records: tuple[StepRecord, ...]
-
-
-Result = Done | Failed | Suspended
-
-
-class ChildPending(Exception):
-    """Raised by ``ctx.run_child`` when the child run has not finished: the visit suspends and
-    its handler runs again (same attempt) once the child has ended."""
-
-    def __init__(self, run_id: str, status: str) -> None:
-        super().__init__(f"child run {run_id} is {status}")
-        self.run_id = run_id
-
-
-@attrs.frozen(kw_only=True)
-class Call:
-    """What a visit calls and how its outcome is published.
-
-    ``name`` is the record's name (a step name, or ``map[i]`` for a map item); ``publish``
-    puts the output in ``ctx.outputs``; ``targets`` are the steps a ``goto`` may name (None:
-    goto is refused here, with ``no_goto`` as the reason).
-    """
-
-    name: str
-    fn: Callable[..., Any]
-    is_async: bool
-    publish: bool = True
-    targets: Mapping[str, int] | None = None
-    no_goto: str = ""
-    may_wait: bool = True
-
-
 class Visitor:
-    """Runs visits against a driver's records, data, events and storage."""
+    """Runs visits against one run's state (records, data, events, storage)."""
 
-    def __init__(self, driver: RunDriver) -> None:
-        self.d = driver
-        self.env = driver.env
-
-    # --- records --------------------------------------------------------------------------
-
-    def new_record(self, name: str, actions: Mapping[str, JSON] = EMPTY) -> StepRecord:
-        """Reserve the next seq for a new visit of ``name`` (pending)."""
-        record = StepRecord(
-            seq=len(self.d.records),
-            step=name,
-            status=StepStatus.PENDING,
-            started_at=self.env.clock.now(),
-            actions=actions,
-        )
-        self.d._put(record)
-        return record
-
-    def view(self) -> RunData:
-        """A private copy of the run's data for one attempt."""
-        return RunData(self.d.data)
-
-    def context(
-        self, name: str, record: StepRecord, attempt: int, data: RunData, failure: ErrorInfo | None = None
-    ) -> StepContext[Any]:
-        """The StepContext of one attempt of a visit."""
-        d = self.d
-        ctx: StepContext[Any] = StepContext(
-            input=d.input,
-            data=data,
-            outputs=d._outputs_view,
-            run_id=d.header.id,
-            workflow=d.header.workflow,
-            step=name,
-            attempt=attempt,
-            actions=d.records[record.seq].actions,
-            recorder=d._record_action,
-            seq=record.seq,
-            log_sink=d.logbook.add,
-        )
-        if failure is not None:
-            ctx._failure = failure
-        return ctx
-
-    def complete(
-        self,
-        record: StepRecord,
-        output: JSON,
-        data_set: Mapping[str, JSON],
-        data_unset: tuple[str, ...],
-        *,
-        publish: bool = True,
-        goto: str | None = None,
-    ) -> StepRecord:
-        """Mark a visit completed and commit its data changes and output."""
-        d, now = self.d, self.env.clock.now()
-        current = d.records[record.seq]
-        actions = current.actions if goto is None else {**current.actions, _keys.GOTO: goto}
-        done = StepRecord(
-            seq=record.seq,
-            step=record.step,
-            status=StepStatus.COMPLETED,
-            attempts=record.attempts,
-            started_at=record.started_at or now,
-            finished_at=now,
-            output=output,
-            data_set=data_set,
-            data_unset=data_unset,
-            condition=record.condition,
-            actions=actions,
-        )
-        d._put(done)
-        d.data.apply(data_set, data_unset)
-        if publish and output is not None:
-            d.outputs[record.step] = output
-        if self.env.bus.wants(StepComplete.name):
-            duration = (now - (record.started_at or now)).total_seconds()
-            d._event(
-                StepComplete, step=record.step, attempt=record.attempts, duration=duration, output=output
-            )
-        return done
-
-    def fail(self, record: StepRecord, error: ErrorInfo) -> Failed:
-        """Mark a visit failed for good."""
-        d, now = self.d, self.env.clock.now()
-        current = d.records[record.seq]
-        started = record.started_at or now
-        failed = attrs.evolve(
-            record,
-            status=StepStatus.FAILED,
-            started_at=started,
-            finished_at=now,
-            error=error,
-            actions=current.actions,
-        )
-        d._put(failed)
-        d._event(
-            StepError,
-            step=record.step,
-            attempt=failed.attempts,
-            error=error,
-            duration=(now - started).total_seconds(),
-        )
-        return Failed(failed)
-
-    def suspended(self, record: StepRecord, reason: str, attempt: int | None = None) -> Suspended:
-        """Mark a visit suspended (written by the next checkpoint)."""
-        waiting = attrs.evolve(record, status=StepStatus.SUSPENDED)
-        self.d._put(waiting)
-        self.d._event(
-            StepSuspend,
-            step=record.step,
-            attempt=record.attempts if attempt is None else attempt,
-            reason=reason,
-        )
-        return Suspended((waiting,))
-
-    def _skip(self, record: StepRecord) -> Done:
-        skipped = attrs.evolve(
-            record,
-            status=StepStatus.SKIPPED,
-            finished_at=self.env.clock.now(),
-            condition=False,
-            actions=self.d.records[record.seq].actions,
-        )
-        self.d._put(skipped)
-        self.d._event(StepSkip, step=record.step, attempt=0)
-        return Done(skipped)
-
-    def _replayed(self, record: StepRecord, spec: StepSpec, call: Call) -> Done | None:
-        """``engine.replay``: take the original run's visit instead of calling the step."""
-        prior = None if self.d.recorded is None else self.d.recorded.get(call.name)
-        if prior is None or prior.status not in _REPLAYABLE:
-            return None
-        if spec.commit and prior.status == StepStatus.COMPLETED:
-            return None
-        status = StepStatus.SKIPPED if prior.status == StepStatus.SKIPPED else StepStatus.COMPLETED
-        again = attrs.evolve(prior, seq=record.seq, status=status)
-        self.d._put(again)
-        self.d.data.apply(prior.data_set, prior.data_unset)
-        if call.publish and prior.output is not None:
-            self.d.outputs[prior.step] = prior.output
-        return Done(again, prior.actions.get(_keys.GOTO))
-
-    # --- one visit ------------------------------------------------------------------------
+    def __init__(self, state: RunState) -> None:
+        self.d = state
+        self.env = state.env
+        self.side_by_side = 0
+        """Above 0 while visits may run beside each other (groups, maps, graphs)."""
 
     async def visit(
         self, spec: StepSpec, record: StepRecord | None, call: Call, failure: ErrorInfo | None = None
     ) -> Result:
         """Run one visit of ``spec`` (``record``: the open visit to continue, None for a new one)."""
-        self.d.activity.enter()
+        if not self.side_by_side:
+            return await self._visit(spec, record, call, failure)
+        activity = self.d.activity
+        activity.enter()
         try:
             return await self._visit(spec, record, call, failure)
         finally:
-            self.d.activity.leave()
+            activity.leave()
+
+    async def compensate(self, spec: StepSpec, record: StepRecord) -> Result:
+        """Undo a completed visit of ``spec`` with its ``compensate``, attempts like a step's.
+
+        Done: undone (the caller records it); Failed: the error that stopped it; Suspended:
+        a retry delay longer than ``durable_after`` (the run waits for it durably).
+        """
+        assert spec.compensate is not None
+        call = Call(name=record.step, fn=spec.compensate, is_async=is_async_callable(spec.compensate))
+        done = record.actions.get(COMPENSATION)
+        attempt = done if isinstance(done, int) else 0
+        if record.status == StepStatus.COMPENSATING:
+            if record.wake_at is not None and record.wake_at > self.env.clock.now():
+                return Suspended((record,), "compensation retry delay")
+            if record.wake_at is None and attempt:
+                attempt -= 1  # stopped during that attempt (a crash): it runs again
+        return await self._attempts(spec, call, record, attempt, None, compensating=True)
+
+    # --- a visit ------------------------------------------------------------------------
 
     async def _visit(
         self, spec: StepSpec, record: StepRecord | None, call: Call, failure: ErrorInfo | None
     ) -> Result:
-        d, clock = self.d, self.env.clock
+        d = self.d
         if record is None:
-            record = self.new_record(call.name, {_keys.FAILURE: failure.to_json()} if failure else EMPTY)
-            replayed = self._replayed(record, spec, call) if d.recorded is not None else None
-            if replayed is not None:
-                return replayed
-        elif failure is None and _keys.FAILURE in record.actions:
-            failure = ErrorInfo.from_json(record.actions[_keys.FAILURE])
-        started = record.started_at or clock.now()
+            prior = None if d.recorded is None else d.recorded.get(call.name)
+            if prior is not None and prior.status in _REPLAYABLE:
+                if not spec.commit or prior.status == StepStatus.SKIPPED:
+                    return self._reapply(prior, call)
+                # A commit step runs again on replay, under its recorded condition.
+                record = attrs.evolve(d.new_record(call.name), condition=prior.condition)
+                d.put(record)
+            elif failure is None and spec.when is None and spec.kind not in ("sleep", "wait"):
+                return await self._attempts(spec, call, None, 0, None)  # the common case
+            else:
+                record = d.new_record(call.name, {FAILURE: failure.to_json()} if failure else EMPTY)
+        elif failure is None and FAILURE in record.actions:
+            failure = ErrorInfo.from_json(record.actions[FAILURE])
         if spec.when is not None and record.condition is None:
+            # The predicate sees a copy of ctx.data: what it writes there is dropped.
             try:
-                ctx = self.context(call.name, record, 0, self.view(), failure)
-                condition = bool(await maybe_await(spec.when(ctx)))
+                context = d.context(call.name, record.seq, 0, d.copy_data(), failure)
+                condition = bool(await maybe_await(spec.when(context)))
             except Exception as exc:
-                return self.fail(record, ErrorInfo.from_exception(exc, step=call.name))
+                return d.fail(record, ErrorInfo.from_exception(exc, step=call.name))
             if not condition:
-                return self._skip(record)
+                return d.skip(record)
             record = attrs.evolve(d.records[record.seq], condition=True)
-            d._put(record)
+            d.put(record)
         if spec.kind in ("sleep", "wait") or record.waiting_for is not None:
-            from flux.engine._waits import pause
-
-            return await pause(self, spec, record, started, call)
-        if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > clock.now():
-            return Suspended((record,))  # a stored retry delay, not due yet
+            return await pause(d, spec, record, call, beside_others=self.side_by_side > 0)
+        if record.status == StepStatus.SUSPENDED and record.wake_at and record.wake_at > self.env.clock.now():
+            return Suspended((record,), "retry delay")  # a stored retry delay, not due yet
+        # A visit interrupted mid-attempt (a crash) runs that attempt again.
         attempt = (
             record.attempts - 1
             if record.status == StepStatus.RUNNING and record.attempts
             else record.attempts
         )
-        return await self._attempts(spec, record, started, attempt, call, failure)
+        return await self._attempts(spec, call, record, attempt, failure)
+
+    def _reapply(self, prior: StepRecord, call: Call) -> Done:
+        """``engine.replay``: take the original run's visit instead of calling the step."""
+        d = self.d
+        status = StepStatus.SKIPPED if prior.status == StepStatus.SKIPPED else StepStatus.COMPLETED
+        again = attrs.evolve(prior, seq=len(d.records), status=status)
+        d.put(again)
+        d.data.apply(copy_json(dict(prior.data_set)), prior.data_unset)
+        if call.publish and prior.output is not None:
+            d.outputs[prior.step] = prior.output
+        goto = prior.actions.get(GOTO)
+        return Done(again, goto if isinstance(goto, str) else None)
+
+    # --- the attempt loop ---------------------------------------------------------------
 
     async def _attempts(
         self,
         spec: StepSpec,
-        record: StepRecord,
-        started: datetime,
-        attempt: int,
         call: Call,
+        record: StepRecord | None,
+        attempt: int,
         failure: ErrorInfo | None,
+        *,
+        compensating: bool = False,
     ) -> Result:
-        d, clock, seq = self.d, self.env.clock, record.seq
+        """Attempts until one succeeds or the retry policy gives up: the only retry loop."""
+        d, clock = self.d, self.env.clock
+        alone = not self.side_by_side and not compensating  # else: a private copy of the data
         timeout = spec.timeout or self.env.default_timeout
+        stamp = None
+        if record is None:  # a new visit: its first record is the running one
+            stamp = clock.now()
+            seq, started, condition = len(d.records), stamp, None
+        else:
+            seq, started, condition = record.seq, record.started_at or clock.now(), record.condition
         while True:
             attempt += 1
-            actions = d.records[seq].actions
-            if _keys.WAITING_CHILD in actions:
-                actions = {k: v for k, v in actions.items() if k != _keys.WAITING_CHILD}
-            record = StepRecord(
-                seq=seq,
-                step=call.name,
-                status=StepStatus.RUNNING,
-                attempts=attempt,
-                started_at=started,
-                condition=record.condition,
-                actions=actions,
-            )
-            d._put(record)
-            d._event(StepStart, step=call.name, attempt=attempt)
-            await d._flush(status=RunStatus.RUNNING, wake_at=None)
-            data = self.view()
-            context = self.context(call.name, record, attempt, data, failure)
-            goto: str | None = None
+            if compensating:
+                current = d.records[seq]
+                running = attrs.evolve(
+                    current,
+                    status=StepStatus.COMPENSATING,
+                    wake_at=None,
+                    actions={**current.actions, COMPENSATION: attempt},
+                )
+                d.put(running)
+                now = await d.flush(status=RunStatus.ROLLING_BACK, wake_at=None)
+            else:
+                actions = d.records[seq].actions if seq < len(d.records) else EMPTY
+                if WAITING_CHILD in actions:
+                    actions = {k: v for k, v in actions.items() if k != WAITING_CHILD}
+                running = StepRecord(
+                    seq=seq,
+                    step=call.name,
+                    status=StepStatus.RUNNING,
+                    attempts=attempt,
+                    started_at=started,
+                    condition=condition,
+                    actions=actions,
+                )
+                d.put(running)
+                d.event(StepStart, step=call.name, attempt=attempt)
+                now = await d.flush(stamp, status=RunStatus.RUNNING, wake_at=None)
+                stamp = None
+            data = d.data if alone else d.copy_data()
+            context = d.context(call.name, seq, attempt, data, failure)
             try:
-                output = await d._call(call.fn, context, timeout, call.is_async)
+                output = await call_handler(
+                    clock, self.env.executor, call.fn, context, timeout, call.is_async, now
+                )
+                if compensating:
+                    return Done(d.records[seq])
+                goto: str | None = None
                 if isinstance(output, Directive):
                     if isinstance(output, WaitRequest) and call.may_wait:
-                        changed, removed = data.take_changes()
-                        waiting = attrs.evolve(
-                            d.records[seq],
-                            waiting_for=output.signal,
-                            wake_at=None
-                            if output.timeout is None
-                            else clock.now() + timedelta(seconds=output.timeout),
-                            data_set=changed,
-                            data_unset=removed,
-                        )
-                        from flux.engine._waits import pause
-
-                        return await pause(self, spec, waiting, started, call)
+                        waiting = self._wait_record(seq, output, data, alone)
+                        return await pause(d, spec, waiting, call, beside_others=self.side_by_side > 0)
                     goto, output = self._goto_target(output, call), None
                 if output is not None:
                     check_json(output, f"the output of step {call.name!r}", step=call.name)
                 data_set, data_unset = data.take_changes()
                 for key, value in data_set.items():
                     check_json(value, f"ctx.data[{key!r}] (set by step {call.name!r})", step=call.name)
-                output, data_set = copy_json(output), copy_json(data_set) if data_set else data_set
             except LeaseLostError:
                 raise
-            except ChildPending as pending:
-                waiting = attrs.evolve(
-                    d.records[seq],
-                    status=StepStatus.SUSPENDED,
-                    attempts=attempt - 1,  # the same attempt runs again once the child has ended
-                    actions={**d.records[seq].actions, _keys.WAITING_CHILD: pending.run_id},
-                )
-                return self.suspended(waiting, f"waiting for child run {pending.run_id}", attempt)
             except Exception as exc:
-                if data.take_changes()[0]:  # it may have changed shared lists or dicts in place
-                    d.data.load(copy_json(replay_data(d.records)).items())
+                if alone:
+                    d.reload_data()  # a failed attempt leaves no data behind
+                if isinstance(exc, ChildPending) and not compensating:
+                    return self._wait_for_child(seq, attempt, exc)
                 error = ErrorInfo.from_exception(exc, step=call.name, attempt=attempt)
-                record = d.records[seq]
+                current = d.records[seq]  # with the actions this attempt recorded
                 policy = self.env.policies(spec)
                 if isinstance(exc, UnknownStepError) or not policy.should_retry(exc, attempt):
-                    return self.fail(record, error)
+                    return (
+                        Failed(attrs.evolve(current, error=error)) if compensating else d.fail(current, error)
+                    )
                 delay = policy.delay_after(exc, attempt)
-                d._event(StepRetry, step=call.name, attempt=attempt, error=error, delay=delay)
+                d.event(StepRetry, step=call.name, attempt=attempt, error=error, delay=delay)
                 if delay > self.env.durable_after:
-                    wake = clock.now() + timedelta(seconds=delay)
-                    retry = attrs.evolve(record, error=error, wake_at=wake)
-                    return self.suspended(retry, f"retry in {delay:g}s")
-                d._put(attrs.evolve(record, error=error))
-                await d._flush()
+                    retry = attrs.evolve(current, error=error, wake_at=clock.now() + timedelta(seconds=delay))
+                    if compensating:
+                        return d.suspended(
+                            retry, f"compensation retry in {delay:g}s", attempt, current.status
+                        )
+                    return d.suspended(retry, f"retry in {delay:g}s")
+                d.put(attrs.evolve(current, error=error))
+                await d.flush()
                 await clock.sleep(delay)
                 continue
-            return Done(
-                self.complete(record, output, data_set, data_unset, publish=call.publish, goto=goto), goto
+            # Snapshots for the record: a later change in place must not rewrite it.
+            snapshot = copy_json(data_set) if data_set else data_set
+            done = d.complete(
+                running,
+                copy_json(output),
+                snapshot,
+                data_unset,
+                merge=None if alone else data_set,
+                publish=call.publish,
+                goto=goto,
             )
+            return Done(done, goto)
+
+    def _wait_record(self, seq: int, request: WaitRequest, data: RunData, alone: bool) -> StepRecord:
+        """A handler returned ``flux.wait``: its data changes wait with it (applied when the
+        wait completes, not before)."""
+        d = self.d
+        changed, removed = data.take_changes()
+        for key, value in changed.items():
+            check_json(value, f"ctx.data[{key!r}] (set by step {d.records[seq].step!r})")
+        if alone and (changed or removed):
+            d.reload_data()
+        return attrs.evolve(
+            d.records[seq],
+            waiting_for=request.signal,
+            wake_at=after(self.env.clock.now(), request.timeout),
+            data_set=copy_json(changed) if changed else changed,
+            data_unset=removed,
+        )
+
+    def _wait_for_child(self, seq: int, attempt: int, pending: ChildPending) -> Suspended:
+        """``ctx.run_child``: the child has not ended; the same attempt runs again once it has."""
+        current = self.d.records[seq]
+        waiting = attrs.evolve(
+            current,
+            status=StepStatus.SUSPENDED,
+            attempts=attempt - 1,
+            wake_at=None,
+            actions={**current.actions, WAITING_CHILD: pending.run_id},
+        )
+        return self.d.suspended(waiting, f"waiting for child run {pending.run_id}", attempt)
 
     def _goto_target(self, output: Directive, call: Call) -> str:
         if not isinstance(output, Goto):
