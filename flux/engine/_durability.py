@@ -76,7 +76,11 @@ class DurabilityOps:
 
         Raises:
             RunNotFoundError, UnknownStepError, WorkflowNotRegisteredError, PlanMismatchError,
-            InvalidRunStateError (the run is cancelled, or another live process drives it).
+            InvalidRunStateError (the run is cancelled, another live process drives it, or
+            this engine drives, claims or keeps it already: a second driver is refused, never
+            joined).
+
+        With ``from_step``, that step sees ``ctx.data`` as it was before it first ran.
         """
         run = await self._load(run_id)
         plan = self._registry.for_run(run)
@@ -142,7 +146,8 @@ class DurabilityOps:
         return await self._drive(driver, 0)
 
     async def recover(self) -> Recovery:
-        """Resume every run a dead process left in flight; returns the resumed runs' results.
+        """Resume every run a dead process left in flight, and every suspended run whose due
+        time has passed (a timer or retry delay whose process is gone); returns their results.
 
         A run whose owner process on this host is gone is taken over at once; one owned on
         another host once its lease expires. Safe to call when nothing is stranded and from

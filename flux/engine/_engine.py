@@ -250,7 +250,12 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         deadline: float | timedelta | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
+        """Run ``workflow`` on ``input`` until it ends or waits for something from outside the
+        process (a signal, a child run driven elsewhere), and return the result.
+
+        Waits on time (a long retry delay, a sleep) are stored as due times, so another process
+        can take the run over if this one dies, but this call keeps the run and continues it
+        when due.
 
         A failing step does not raise: the result's ``status`` and ``error`` say what happened.
         With ``idempotency_key``, a key already used for this workflow within
