@@ -468,10 +468,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         try:
             async with self.clock.timeout(timeout):
                 while True:
+                    # Before looking: a run that ends while we look sets it, and is not missed.
+                    done = self._finished.setdefault(run_id, asyncio.Event())
                     run = await self._load(run_id)
                     if run.status.finished:
                         return RunResult.from_record(run)
-                    done = self._finished.setdefault(run_id, asyncio.Event())
                     await self._waits.wait(done, self.poll_interval)
         except TimeoutError:
             if timeout is None:
