@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from flux.errors import RunNotFoundError
+from flux.errors import FluxError, RunNotFoundError
 from flux.plan import Workflow
 from flux.result import RunResult
 from flux.server._api import FluxApi
@@ -115,6 +115,7 @@ class Dashboard:
         body = (
             "<h1>Runs</h1><div class=filters>"
             f"{filters}<form method=get><input type=hidden name=status value='{escape(status, quote=True)}'>"
+            f"<input type=hidden name=workflow value='{escape(workflow or '', quote=True)}'>"
             f"<input type=search name=q value='{escape(search, quote=True)}' "
             "placeholder='run id or label key:value' aria-label='search runs'></form></div>"
             "<table><thead><tr><th>Run</th><th>Workflow</th><th>Status</th><th>Labels</th><th>Created</th>"
@@ -125,16 +126,18 @@ class Dashboard:
     async def _rows(self, status: str, search: str, workflow: str | None) -> str:
         engine = self.api.engine
         statuses = [status] if status in {s.value for s in RunStatus} else None
-        if search and ":" in search:
-            key, _, value = search.partition(":")
-            runs = await engine.list(workflow, statuses, limit=_LIST_LIMIT, labels={key: value})
-        elif search:
-            try:
+        try:
+            if search and ":" in search:
+                key, _, value = search.partition(":")
+                runs = await engine.list(workflow, statuses, limit=_LIST_LIMIT, labels={key: value})
+            elif search:
                 runs = [await engine.get(search)]
-            except RunNotFoundError:
-                runs = []
-        else:
-            runs = await engine.list(workflow, statuses, limit=_LIST_LIMIT)
+            else:
+                runs = await engine.list(workflow, statuses, limit=_LIST_LIMIT)
+        except RunNotFoundError:
+            runs = []
+        except (FluxError, ValueError) as exc:  # a label key or run id that cannot exist
+            return f"<tr><td colspan=6 class=muted>{escape(str(exc))}</td></tr>"
         if not runs:
             return "<tr><td colspan=6 class=muted>No runs.</td></tr>"
         return "".join(_row(run) for run in runs)

@@ -127,7 +127,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         2,
         "run labels and step logs",
-        # labels: a JSON object as text (NULL: none); list filters with labels::jsonb @> $5::jsonb.
+        # labels: a JSON object as text (NULL: none); list filters on migration 3's jsonb copy.
         (
             "ALTER TABLE {runs} ADD COLUMN labels text",
             "ALTER TABLE {steps} ADD COLUMN logs text",
@@ -190,6 +190,16 @@ def _sets(columns: tuple[str, ...]) -> str:
 
 
 _RUNS, _STEPS = len(RUN_COLUMNS), len(STEP_COLUMNS)
+ONE_STEPS = 2
+"""Step records a one-run checkpoint carries as plain parameters (more go as arrays)."""
+
+
+def _step_slot(before: int) -> str:
+    """One step record's parameters, from ``$before + 1``; no row when its run_id is NULL."""
+    values = ", ".join(f"${before + i + 1}::{_TYPES[c]}" for i, c in enumerate(STEP_COLUMNS))
+    return f"SELECT {values} FROM written WHERE ${before + 1}::text IS NOT NULL"
+
+
 _CHECKPOINT_SETS = ", ".join(
     "input = COALESCE(excluded.input, r.input)" if c == "input" else f"{c} = excluded.{c}"
     for c in CHECKPOINT_COLUMNS
@@ -222,17 +232,17 @@ _TEMPLATES: dict[str, str] = {
         f"steps AS ({_STEPS_UPSERT.replace('{step_arrays}', _arrays(STEP_COLUMNS, _RUNS + 1))}) "
         "SELECT id FROM written"
     ),
-    # The same for one run and at most one step record, as plain parameters (the run's
-    # columns, then the step's, all NULL for none): half the work of arrays, and the common case.
+    # The same for one run and at most ONE_STEPS step records, as plain parameters (the run's
+    # columns, then each step's, all NULL for a missing one): half the work of arrays, and the
+    # common case (a step's end and the next one's start are checkpointed together).
     "checkpoint_one": (
         f"WITH written AS (INSERT INTO {{runs}} AS r ({_cols(RUN_COLUMNS)}) "
         f"VALUES ({', '.join(f'${i + 1}' for i in range(_RUNS))}) "
         f"ON CONFLICT (id) DO UPDATE SET {_CHECKPOINT_SETS} "
         "WHERE r.owner = excluded.owner OR excluded.owner IS NULL RETURNING r.id), "
         f"steps AS (INSERT INTO {{steps}} AS s ({{step_cols}}) "
-        f"SELECT {', '.join(f'${_RUNS + i + 1}::{_TYPES[c]}' for i, c in enumerate(STEP_COLUMNS))} "
-        f"FROM written WHERE ${_RUNS + 1}::text IS NOT NULL "
-        f"ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) "
+        + " UNION ALL ".join(_step_slot(_RUNS + slot * _STEPS) for slot in range(ONE_STEPS))
+        + f" ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) "
         "SELECT id FROM written"
     ),
     "owners": "SELECT id, owner FROM {runs} WHERE id = ANY($1::text[])",

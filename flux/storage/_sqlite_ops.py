@@ -15,7 +15,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from itertools import chain
 from typing import Any, TypeVar
 
 from flux.errors import (
@@ -68,12 +67,13 @@ class SQLiteOps:
         """
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
+        cursor = conn.cursor()  # one for BEGIN and COMMIT: each conn.execute makes a new one
         while True:
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     result = body(conn, *args)
-                    conn.execute("COMMIT")
+                    cursor.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -208,7 +208,7 @@ class SQLiteOps:
             # A few rows per statement: each statement has a cost of its own.
             for start in range(0, len(steps), _ROWS_PER_UPSERT):
                 rows = steps[start : start + _ROWS_PER_UPSERT]
-                cursor.execute(*bind(sql.upsert_steps(len(rows)), tuple(chain.from_iterable(rows))))
+                cursor.execute(*bind(sql.upsert_steps(len(rows)), sum(rows, ())))
             outcomes.append(None)
         return outcomes
 

@@ -11,14 +11,12 @@ one) and adjust the column lists below.
 from __future__ import annotations
 
 import re
-from functools import partial
-from operator import is_
 from typing import Any
 
 import attrs
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_is_none = partial(is_, None)
+_NONE = type(None)
 _MAX_VARIANTS = 96  # statements with literal NULLs kept (sqlite3 caches 128 prepared statements)
 
 RUN_COLUMNS = (
@@ -297,7 +295,7 @@ class Statements:
             "schema": f"{prefix}schema",
         }
         self._sql = {name: self._format(text) for name, text in _TEMPLATES.items()}
-        self._with_nulls: dict[tuple[str, tuple[bool, ...]], str] = {}
+        self._with_nulls: dict[tuple[str, tuple[type, ...]], str] = {}
         self._upserts: dict[int, str] = {}
 
     def _format(self, text: str) -> str:
@@ -342,16 +340,16 @@ class Statements:
         checkpoint's rows hold a dozen Nones; the variants are few, each prepared once and
         kept in the connection's statement cache.
         """
-        nulls = tuple(map(_is_none, params))
-        if True not in nulls:
+        types = tuple(map(type, params))  # a cheap key: the None positions follow from it
+        if _NONE not in types:
             return sql, params
-        key = (sql, nulls)
+        key = (sql, types)
         variant = self._with_nulls.get(key)
         if variant is None:
             parts = sql.split("?")
             if len(parts) != len(params) + 1:
                 raise ValueError(f"{sql!r} takes {len(parts) - 1} parameters, got {len(params)}")
-            marks = ["NULL" if null else "?" for null in nulls]
+            marks = ["NULL" if kind is _NONE else "?" for kind in types]
             variant = parts[0] + "".join(mark + part for mark, part in zip(marks, parts[1:], strict=True))
             if len(self._with_nulls) < _MAX_VARIANTS:
                 self._with_nulls[key] = variant

@@ -32,7 +32,7 @@ from flux.status import RunStatus
 from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
 from flux.storage._postgres_batch import Checkpoint, GroupCommit, Outcome, columns, fenced, merge
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
-from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, Statements
+from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, ONE_STEPS, Statements
 from flux.storage._postgres_wake import PostgresWaker
 from flux.storage._sqlite_rows import (
     Row,
@@ -354,9 +354,10 @@ class PostgresStorage:
             return exc
 
     async def _write_merged(self, merged: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        if len(merged) == 1 and len(merged[0][1]) <= 1:  # the common case: plain parameters
+        if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters
             run, steps = merged[0]
-            sql, args = self._sql["checkpoint_one"], [*run, *(steps[0] if steps else _NO_STEP)]
+            slots = [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
+            sql, args = self._sql["checkpoint_one"], [*run, *slots]
         else:
             runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
             arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.engine._plans import plan_differences
 from flux.plan import Workflow
 from flux.records import RunFilter
@@ -47,14 +47,6 @@ class StrandedRun:
         )
 
 
-def _plan(workflow: Workflow[Any] | WorkflowBuilder[Any]) -> Workflow[Any]:
-    if isinstance(workflow, WorkflowBuilder):
-        return workflow.build()
-    if isinstance(workflow, Workflow):
-        return workflow
-    raise TypeError(f"expected a Workflow or a builder from create_workflow(), got {workflow!r}")
-
-
 async def check_compatible(
     storage: Storage,
     workflow: Workflow[Any] | WorkflowBuilder[Any],
@@ -76,10 +68,10 @@ async def check_compatible(
     Raises:
         ValueError: one of ``versions`` is a different workflow (another name).
     """
-    plan = _plan(workflow)
+    plan = as_workflow(workflow)
     known = {plan.fingerprint}
     for version in versions:
-        older = _plan(version)
+        older = as_workflow(version)
         if older.name != plan.name:
             raise ValueError(
                 f"versions= holds workflow {older.name!r}, but the checked workflow is {plan.name!r}; "

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from flux.builder import WorkflowBuilder
+from flux.builder import WorkflowBuilder, as_workflow
 from flux.engine import FluxEngine
 from flux.errors import InvalidRunStateError
 from flux.plan import Workflow
@@ -62,16 +62,12 @@ async def run_workflow(
 
     Raises:
         ValueError: a mock names a step the plan lacks, or one without a handler.
-        TypeError: a mock is an exception class rather than an instance.
+        TypeError: a mock is an exception class rather than an instance, or ``workflow`` is
+            neither a Workflow nor a builder.
         InvalidInputError: ``input`` does not fit the workflow.
     """
-    plan = workflow.build() if isinstance(workflow, WorkflowBuilder) else workflow
-    if not isinstance(plan, Workflow):
-        raise TypeError(
-            f"run_workflow takes a Workflow or a builder from create_workflow(), got {workflow!r}"
-        )
     journal = CallJournal()
-    plan = instrument(plan, mocks or {}, journal)
+    plan = instrument(as_workflow(workflow), mocks or {}, journal)
     clock = clock if clock is not None else FakeClock()
     events = EventRecorder()
     async with FluxEngine(storage, clock=clock, on={"*": events}) as engine:
