@@ -79,18 +79,22 @@ async def test_failure_logs_the_failing_step_and_nothing_below_info_by_default(
 
 
 async def test_takeover_and_lease_loss_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    """An engine taking over a run whose lease expired warns; the engine that lost it warns."""
+    """An engine taking over a run whose lease expired warns; the engine that lost it warns.
+
+    The first engine stalls: its clock stands still (so its heartbeat renews nothing) while the
+    second engine's clock is past the lease.
+    """
     storage, clock = MemoryStorage(), FakeClock()
     first = FluxEngine(storage, clock=clock)
-    second = FluxEngine(storage, clock=clock)
+    second = FluxEngine(storage, clock=FakeClock(clock.now() + timedelta(seconds=31)))
 
     async def steal(ctx: StepContext[Any]) -> None:
-        await clock.advance(timedelta(seconds=31))
         stolen = await storage.load(ctx.run_id)
         assert stolen is not None
         await second._claim(stolen)  # the second process takes the run over
 
-    flow = create_workflow("stolen").step("steal", steal).step("after", lambda ctx: None).build()
+    # timeout=60: the deadline runs from the attempt's start, and the step moves the clock 31 s.
+    flow = create_workflow("stolen").step("steal", steal, timeout=60).step("after", lambda ctx: None).build()
     caplog.set_level(logging.WARNING, logger="flux")
     with pytest.raises(LeaseLostError):
         await first.execute(flow, run_id="r1")
