@@ -307,9 +307,9 @@ class RunRecord:
         )
 
 
-def replay_data(steps: Iterable[StepRecord]) -> dict[str, JSON]:
-    """Apply the recorded data changes of every effective visit, in order."""
-    data: dict[str, JSON] = {}
+def replay_data(steps: Iterable[StepRecord], base: Mapping[str, JSON] | None = None) -> dict[str, JSON]:
+    """Apply the recorded data changes of every effective visit, in order (onto ``base``)."""
+    data: dict[str, JSON] = dict(base or {})
     for record in steps:
         if record.status in _EFFECTIVE:
             data.update(record.data_set)

@@ -160,7 +160,9 @@ class Worker:
             run for run in await engine.storage.due(now, 4 * capacity) if not _held(run, engine.owner, now)
         ]
         for run in await engine.storage.orphans(now, host_name(), capacity):
-            if run.owner != engine.owner and _abandoned(run, now):
+            # Runs of this very engine too: one whose driver stopped (an error escaped it) is
+            # no longer renewed, and is taken back here once its lease has lapsed.
+            if not engine.work.driving(run.id) and _abandoned(run, now):
                 candidates.append(run)
         for run in candidates:
             if len(self._tasks) >= self.concurrency:

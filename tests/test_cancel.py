@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from suspending import suspended_run
 
 from flux import (
     FluxEngine,
@@ -161,7 +162,7 @@ async def test_a_run_backing_off_between_retries_can_be_cancelled(engine: FluxEn
         raise ConnectionError("down")
 
     flow = create_workflow("retrying").step("call", down, retry=RetryPolicy(initial_delay=600))
-    run = await engine.execute(flow)
+    run = await suspended_run(engine, flow)
     assert run.status == RunStatus.SUSPENDED
 
     result = await engine.cancel(run.id)

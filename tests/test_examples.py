@@ -38,7 +38,7 @@ EXPECTED: dict[str, list[str]] = {
         "inventory: attempt 2 failed (ConnectionError); next in 2s",
         "prices: attempt 1 failed (RetryAfter); next in 60s",
         "run suspended at prices: retry in 60s",
-        "a worker resumed it: completed",
+        "execute continued it when due: completed",
         "order: failed for good after 1 attempt(s)",
     ],
     "control_flow.py": ["every construct went the expected way"],

@@ -23,6 +23,7 @@ from flux import (
     StepContext,
     StepStatus,
     StorageCorruptedError,
+    StorageError,
     WorkflowNotRegisteredError,
     create_workflow,
 )
@@ -291,3 +292,130 @@ async def test_a_gap_in_step_seq_fails_the_run_instead_of_overwriting(clock: Fak
     assert "skip seq 1" in result.error.message
     stored = await storage.load("r1")
     assert stored is not None and stored.steps == steps
+
+
+# --- item 3: errors that escape the step loop ----------------------------------------------------
+
+
+async def test_an_error_escaping_the_loop_ends_the_run_failed(clock: FakeClock) -> None:
+    """Fault: a subscriber raises ``asyncio.CancelledError`` (not an Exception, so not caught
+    as a subscriber error) after step ``a``. The run used to stay ``running`` under the live
+    engine, renewed by its heartbeat forever. Now it ends ``failed`` with a clear ErrorInfo."""
+    storage = MemoryStorage()
+
+    def rude(event: Any) -> None:
+        raise asyncio.CancelledError
+
+    async with FluxEngine(storage, clock=clock, on={"step_complete": rude}) as engine:
+        result = await engine.execute(create_workflow("w").step("a", lambda ctx: 1).step("b", lambda ctx: 2))
+    assert result.status == RunStatus.FAILED
+    assert result.error is not None and result.error.type == "CancelledError"
+    assert result.error.message.startswith("the engine could not continue the run")
+    stored = await storage.load(result.id)
+    assert stored is not None and (stored.status, stored.owner, stored.lease_expires_at) == (
+        RunStatus.FAILED,
+        None,
+        None,
+    )
+
+
+async def test_a_run_whose_checkpoint_failed_is_taken_back_by_its_own_worker(clock: FakeClock) -> None:
+    """Fault: the checkpoint after step ``a`` raises StorageError once. The run used to stay
+    ``running`` under the live engine: its own worker skipped it and the heartbeat renewed its
+    lease. Now nothing renews it, and once its lease lapses the engine's own worker takes it
+    back and finishes it, running ``a`` again (at least once) and ``b`` once."""
+    storage = MemoryStorage()
+    original = storage.checkpoint
+    failures = [StorageError("disk briefly gone")]
+    calls: list[str] = []
+
+    async def flaky(run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
+        if failures and any(s.step == "a" and s.status == StepStatus.COMPLETED for s in steps):
+            raise failures.pop()
+        await original(run, steps)
+
+    storage.checkpoint = flaky  # type: ignore[method-assign]
+    flow = (
+        create_workflow("w").step("a", lambda ctx: calls.append("a")).step("b", lambda ctx: calls.append("b"))
+    )
+    async with FluxEngine(storage, clock=clock, lease=30) as engine:
+        with pytest.raises(StorageError, match="disk briefly gone"):
+            await engine.execute(flow, run_id="r1")
+        stranded = await storage.load("r1")
+        assert stranded is not None and stranded.status == RunStatus.RUNNING
+        assert stranded.owner == engine.owner
+        async with engine.worker():
+            await clock.advance(31)  # the lease lapses: nothing renewed it
+            result = await engine.wait_result("r1", timeout=10)
+    assert result.status == RunStatus.COMPLETED
+    assert calls == ["a", "a", "b"]
+
+
+async def test_resume_from_step_sees_the_data_from_before_that_step(clock: FakeClock) -> None:
+    """Bad sequence: ``charge`` adds 10 to ``balance``, ``audit`` adds a note; then
+    ``resume(from_step="charge")``, whose first attempt fails after its write. ``charge`` used
+    to see its own earlier change (balance 10 + 10 = 20, a charge applied twice) and
+    ``audit``'s note. Now every attempt sees the data as before it first ran."""
+    seen: list[dict[str, Any]] = []
+
+    def charge(ctx: StepContext[Any]) -> None:
+        seen.append(dict(ctx.data))
+        ctx.data["balance"] = ctx.data.get("balance", 0) + 10
+        if len(seen) == 2:
+            raise ConnectionError("gateway hiccup after the write")
+
+    def audit(ctx: StepContext[Any]) -> None:
+        ctx.data["note"] = "audited"
+
+    flow = (
+        create_workflow("w")
+        .step("open", lambda ctx: ctx.data.update(balance=0))
+        .step("charge", charge, retries=1)
+        .step("audit", audit)
+    )
+    async with FluxEngine(MemoryStorage(), clock=clock) as engine:
+        first = await engine.execute(flow)
+        again = await engine.resume(first.id, from_step="charge")
+    assert first.data == {"balance": 10, "note": "audited"}
+    assert seen == [{"balance": 0}, {"balance": 0}, {"balance": 0}]
+    assert again.data == {"balance": 10, "note": "audited"}
+
+
+async def test_the_heartbeat_renews_only_runs_that_are_really_driven(clock: FakeClock) -> None:
+    """Fault: run ``stranded`` lost its driver to a StorageError while run ``busy`` is being
+    driven. The heartbeat used to renew every lease the engine's owner held, so ``stranded``
+    never lapsed; now it names only ``busy``."""
+    storage = MemoryStorage()
+    original_checkpoint, original_renew = storage.checkpoint, storage.renew
+    renewed: list[list[str]] = []
+    beat = asyncio.Event()
+    failures = [StorageError("disk briefly gone")]
+
+    async def flaky(run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
+        if run.id == "stranded" and failures and any(s.status == StepStatus.COMPLETED for s in steps):
+            raise failures.pop()
+        await original_checkpoint(run, steps)
+
+    async def spy(owner: str, lease_expires_at: Any, run_ids: Sequence[str]) -> int:
+        renewed.append(sorted(run_ids))
+        beat.set()
+        return await original_renew(owner, lease_expires_at, run_ids)
+
+    storage.checkpoint = flaky  # type: ignore[method-assign]
+    storage.renew = spy  # type: ignore[method-assign]
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    async def wait(ctx: StepContext[Any]) -> None:
+        started.set()
+        await gate.wait()
+
+    async with FluxEngine(storage, clock=clock, lease=30) as engine:  # a heartbeat every 10 s
+        with pytest.raises(StorageError):
+            await engine.execute(create_workflow("w").step("a", lambda ctx: 1), run_id="stranded")
+        busy = asyncio.create_task(engine.execute(create_workflow("b").step("b", wait), run_id="busy"))
+        await started.wait()
+        await clock.advance(11)  # the heartbeat runs on the engine's clock
+        await beat.wait()
+        gate.set()
+        await busy
+    assert renewed and all(ids == ["busy"] for ids in renewed)

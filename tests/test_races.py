@@ -143,3 +143,78 @@ async def test_concurrent_duplicate_signals_store_one(storage: Storage, clock: F
         outcomes = await asyncio.gather(first, second, return_exceptions=True)
         assert sum(isinstance(o, UnknownSignalError) for o in outcomes) == 1
         assert len(await storage.list_signals(run.id)) == 1
+
+
+# --- item 1: one engine never drives one run twice ----------------------------------------------
+
+
+async def test_resume_during_execute_is_refused(engine: FluxEngine) -> None:
+    """Race: ``resume(id)`` while ``execute`` of that run is inside step ``b``. ``claim`` let
+    the current owner claim again, so every remaining step ran twice. Now InvalidRunStateError
+    (decision: refuse, never join), and each step runs once."""
+    calls: list[str] = []
+    gate, started = asyncio.Event(), asyncio.Event()
+    flow = blocked_chain("twice", calls, gate, started)
+    driving = asyncio.create_task(engine.execute(flow, run_id="x"))
+    await started.wait()
+    with pytest.raises(InvalidRunStateError, match="being driven by this engine already"):
+        await engine.resume("x")
+    gate.set()
+    result = await driving
+    assert result.status == RunStatus.COMPLETED
+    assert calls == ["a", "b"]
+    assert [r.step for r in result.history] == ["a", "b", "c"]
+
+
+async def test_two_concurrent_resumes_drive_once(storage: Storage, clock: FakeClock) -> None:
+    """Race: two ``resume(id)`` calls of one failed-then-fixed run, the first stopped inside its
+    claim until the second has run. Both used to claim (same owner) and run the remaining
+    steps twice. Now the second is refused and the steps run once."""
+    calls: list[str] = []
+    broken = True
+
+    def b(ctx: StepContext[Any]) -> str:
+        calls.append("b")
+        if broken:
+            raise ValueError("not yet")
+        return "b"
+
+    flow = create_workflow("fix").step("a", lambda ctx: "a").step("b", b).step("c", lambda ctx: "c")
+    gate = Gate(storage, "claim", nth=1)
+    async with FluxEngine(storage=gate.storage, clock=clock) as engine:
+        failed = await engine.execute(flow, run_id="x")
+        assert failed.status == RunStatus.FAILED
+        broken = False
+        first = asyncio.create_task(engine.resume("x"))
+        await gate.reached.wait()
+        with pytest.raises(InvalidRunStateError, match="being driven by this engine already"):
+            await engine.resume("x")
+        gate.open()
+        result = await first
+    assert result.status == RunStatus.COMPLETED
+    assert calls == ["b", "b"]  # the failed attempt, then one resumed attempt
+
+
+async def test_a_worker_leaves_a_run_this_engine_is_resuming(storage: Storage, clock: FakeClock) -> None:
+    """Race: a run waits for a signal; ``resume`` of it is stopped inside its claim; the
+    signal arrives (the run becomes due) while this engine's worker runs. The worker used to
+    claim it too and both drove the rest. Now the worker leaves it; ``publish`` runs once."""
+    calls: list[str] = []
+    flow = (
+        create_workflow("approval")
+        .wait_for_signal("approve")
+        .step("publish", lambda ctx: calls.append("publish"))
+    )
+    gate = Gate(storage, "claim", nth=1)
+    async with FluxEngine(storage=gate.storage, clock=clock) as engine:
+        waiting = await engine.execute(flow)
+        resuming = asyncio.create_task(engine.resume(waiting.id))
+        await gate.reached.wait()
+        async with engine.worker():
+            await engine.signal(waiting.id, "approve", "ok")
+            gate.open()
+            result = await resuming
+            if result.status != RunStatus.COMPLETED:  # it resumed before the signal landed
+                result = await engine.wait_result(waiting.id, timeout=10)
+    assert result.status == RunStatus.COMPLETED
+    assert calls == ["publish"]

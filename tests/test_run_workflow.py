@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
+from suspending import suspended_run
 
 from flux import FluxEngine, MemoryStorage, RetryPolicy, StepContext, create_workflow
 from flux.storage import SQLiteStorage
@@ -325,11 +326,11 @@ async def test_other_runs_in_the_store_are_left_alone() -> None:
     storage = MemoryStorage()
     other = create_workflow("other").sleep("nap", 3600).step("a", lambda ctx: 1)
     async with FluxEngine(storage, clock=FakeClock()) as engine:
-        parked = await engine.execute(other, run_id="parked")
+        parked = await suspended_run(engine, other)  # execute would wait the hour out itself
     assert parked.status == "suspended"
     test = await run_workflow(APPROVAL, storage=storage)  # its clock passes the parked run's due time
     test.assert_failed(step="decision", error="WaitTimeoutError")
-    stored = await storage.load("parked")
+    stored = await storage.load(parked.id)
     assert stored is not None and stored.status == "suspended"
 
 

@@ -36,6 +36,11 @@ class ControlOps:
     notify: Callable[[str | None, str | None], None]
     _load: Callable[[str], Awaitable[RunRecord]]
     _claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
+    _release: Callable[[str], Awaitable[None]]
+    _reserved: set[str]
+    _kept: dict[str, asyncio.Event]
+    _driving: Callable[[str], bool]
+    wait_result: Callable[..., Awaitable[RunResult]]
 
     # --- waiting and control --------------------------------------------------------------
 
@@ -97,7 +102,10 @@ class ControlOps:
         if driver is not None and task is not None:
             driver.request_cancel(reason, compensate)
             task.cancel()
-            return await asyncio.shield(task)
+            result = await asyncio.shield(task)
+            if result.status.finished:
+                return result
+            # It suspended before the request reached it: cancel the stored run below.
         run = await self._load(run_id)
         if run.status.finished:
             return RunResult.from_record(run)
@@ -106,16 +114,31 @@ class ControlOps:
             await self.storage.request_cancel(
                 run_id, {"reason": reason or "cancelled", "compensate": compensate}
             )
-            self.notify("cancel", run_id)
-            return RunResult.from_record(run)
+            if not self._driving(run_id):
+                self.notify("cancel", run_id)
+                return RunResult.from_record(run)  # another process drives it: asked to stop
+            # This engine holds it (an execute keeping it, a drive about to start): it takes
+            # the request at once (a kept run) or at its next heartbeat.
+            kept = self._kept.get(run_id)
+            if kept is not None:
+                kept.set()
+            return await self.wait_result(run_id)
         try:
             plan = self._registry.for_run(claimed)
         except RunError:
-            await self.storage.release(run_id, self.owner)  # no claim left to block workers
+            await self._release(run_id)  # no claim left to block workers
             raise
-        driver = RunDriver(self._env, plan, claimed, list(claimed.steps), plan.codec.restore(claimed.input))
-        driver.request_cancel(reason, compensate)
-        return await driver.cancel_now()
+        try:
+            driver = RunDriver(
+                self._env, plan, claimed, list(claimed.steps), plan.codec.restore(claimed.input)
+            )
+            driver.request_cancel(reason, compensate)
+            return await driver.cancel_now()
+        finally:
+            self._reserved.discard(run_id)
+            kept = self._kept.get(run_id)
+            if kept is not None:  # an execute keeping it while it waits on time returns now
+                kept.set()
 
     async def check_cancel_requests(self) -> int:
         """Cancel the runs held here that another process asked to cancel; returns how many.

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -18,8 +19,14 @@ from flux.clock import Clock
 from flux.engine import _logs
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._ownership import owner_is_dead
-from flux.engine._plans import WorkflowRegistry, latest_visits, resume_point, run_header
-from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError
+from flux.engine._plans import (
+    WorkflowRegistry,
+    data_before,
+    latest_visits,
+    resume_point,
+    run_header,
+)
+from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError, StorageError
 from flux.events import EventBus, WorkflowFailed
 from flux.plan import Workflow
 from flux.records import ErrorInfo, RunFilter, RunRecord
@@ -30,6 +37,14 @@ from flux.storage.protocol import Storage
 logger = logging.getLogger("flux.engine")
 
 _RECOVERABLE = (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.ROLLING_BACK)
+_OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
+
+
+def recoverable(run: RunRecord, now: datetime) -> bool:
+    """In flight, pending, or suspended with its due time passed."""
+    if run.status == RunStatus.SUSPENDED:
+        return run.wake_at is not None and run.wake_at <= now
+    return run.status in _RECOVERABLE
 
 
 class DurabilityOps:
@@ -41,7 +56,11 @@ class DurabilityOps:
     _env: EngineContext
     _registry: WorkflowRegistry
     _active: dict[str, RunDriver]
+    _reserved: set[str]
     _bus: EventBus
+    _driving: Callable[[str], bool]
+    _release: Callable[[str], Awaitable[None]]
+    _ended: Callable[[str], None]
     start_engine: Callable[[], Awaitable[None]]
     _load: Callable[[str], Awaitable[RunRecord]]
     _drive: Callable[..., Awaitable[RunResult]]
@@ -57,7 +76,11 @@ class DurabilityOps:
 
         Raises:
             RunNotFoundError, UnknownStepError, WorkflowNotRegisteredError, PlanMismatchError,
-            InvalidRunStateError (the run is cancelled, or another live process drives it).
+            InvalidRunStateError (the run is cancelled, another live process drives it, or
+            this engine drives, claims or keeps it already: a second driver is refused, never
+            joined).
+
+        With ``from_step``, that step sees ``ctx.data`` as it was before it first ran.
         """
         run = await self._load(run_id)
         plan = self._registry.for_run(run)
@@ -66,6 +89,12 @@ class DurabilityOps:
             raise InvalidRunStateError(f"run {run_id} was cancelled; it cannot be resumed", run_id=run_id)
         if start is None and run.status == RunStatus.COMPLETED:
             return RunResult.from_record(run)
+        if self._driving(run_id):
+            raise InvalidRunStateError(
+                f"run {run_id} is being driven by this engine already (a second driver would run "
+                f"its steps twice); wait for it with engine.wait_result({run_id!r})",
+                run_id=run_id,
+            )
         claimed = await self._claim(run)
         if claimed is None:
             raise InvalidRunStateError(
@@ -117,7 +146,8 @@ class DurabilityOps:
         return await self._drive(driver, 0)
 
     async def recover(self) -> Recovery:
-        """Resume every run a dead process left in flight; returns the resumed runs' results.
+        """Resume every run a dead process left in flight, and every suspended run whose due
+        time has passed (a timer or retry delay whose process is gone); returns their results.
 
         A run whose owner process on this host is gone is taken over at once; one owned on
         another host once its lease expires. Safe to call when nothing is stranded and from
@@ -129,11 +159,16 @@ class DurabilityOps:
         registered, plan mismatch, storage failure...) to the exception that stopped it.
         """
         await self.start_engine()
-        stranded = await self.storage.list(RunFilter(status=_RECOVERABLE))
+        now = self.clock.now()
+        stranded = [
+            run
+            for run in await self.storage.list(RunFilter(status=(*_RECOVERABLE, RunStatus.SUSPENDED)))
+            if recoverable(run, now)
+        ]
         jobs: dict[str, Awaitable[RunResult]] = {}
         failures: dict[str, Exception] = {}
         for run in stranded:
-            if run.id in self._active:
+            if self._driving(run.id):
                 continue
             try:
                 plan = self._registry.for_run(run)
@@ -142,8 +177,8 @@ class DurabilityOps:
                 logger.error("cannot recover run %s: %s", run.id, exc, extra={"run_id": run.id})
                 failures[run.id] = exc
                 continue
-            if claimed is not None and claimed.status not in _RECOVERABLE:
-                await self.storage.release(run.id, self.owner)  # it ended since we listed it
+            if claimed is not None and not recoverable(claimed, now):
+                await self._release(run.id)  # it ended or moved on since we listed it
             elif claimed is not None:
                 jobs[run.id] = self._resume_claimed(plan, claimed, None)
         outcomes = await asyncio.gather(*jobs.values(), return_exceptions=True)
@@ -159,10 +194,21 @@ class DurabilityOps:
         return Recovery(resumed, failures)
 
     async def _claim(self, run: RunRecord) -> RunRecord | None:
+        """Claim a stored run for this engine, reserving it here first (None: another driver,
+        in this engine or elsewhere, holds it). The reservation ends with its drive, or with
+        :meth:`_release`."""
+        if run.id in self._reserved:
+            return None
+        self._reserved.add(run.id)  # before any await: a second claimer here is refused
         now = self.clock.now()
         takeover = run.owner if run.owner and owner_is_dead(run.owner) else None
         lease = now + self._env.lease
-        claimed = await self.storage.claim(run.id, self.owner, lease, now=now, takeover=takeover)
+        claimed = None
+        try:
+            claimed = await self.storage.claim(run.id, self.owner, lease, now=now, takeover=takeover)
+        finally:
+            if claimed is None:
+                self._reserved.discard(run.id)
         if claimed is not None and run.owner not in (None, self.owner) and run.lease_expires_at is not None:
             _logs.takeover(run, "its process is gone" if takeover else "its lease expired")
         return claimed
@@ -173,6 +219,14 @@ class DurabilityOps:
         run: RunRecord,
         start: int | None,
     ) -> RunResult:
+        """Drive a run this engine claimed; its reservation ends with the drive."""
+        try:
+            return await self._drive_claimed(plan, run, start)
+        finally:
+            self._reserved.discard(run.id)
+
+    async def _drive_claimed(self, plan: Workflow[Any], run: RunRecord, start: int | None) -> RunResult:
+        restart = start is not None  # resume(from_step=...): the step sees the data it first saw
         if start is None and _rolling_back(run):
             # The driver finishes the rollback (it may have waited for a compensation's retry).
             header = attrs.evolve(run, status=RunStatus.ROLLING_BACK, wake_at=None)
@@ -187,6 +241,8 @@ class DurabilityOps:
             return await self._fail_before_start(run, exc)
         driver = RunDriver(self._env, plan, header, list(run.steps), typed)
         from_step = plan.steps[start].name if start < len(plan.steps) else ""
+        if restart and from_step:
+            driver.restart_from(data_before(run.steps, from_step))
         fresh = run.status == RunStatus.PENDING and not run.steps
         return await self._drive(driver, start, resumed_from=None if fresh else from_step)
 
@@ -194,8 +250,46 @@ class DurabilityOps:
         """End a claimed run that cannot be driven at all: its stored input no longer fits the
         workflow's input type (a deploy changed it), or its step history has a gap. Failed,
         with the error saying why; never retried in a loop."""
+        return await self._end_failed(run, ErrorInfo.from_exception(exc))
+
+    async def _escaped(self, header: RunRecord, exc: BaseException) -> RunResult:
+        """An error escaped the step loop (a subscriber's CancelledError, an overflow, a bug):
+        end the run ``failed`` with that error, so it never stays ``running`` under a live
+        engine. A storage failure ends nothing (storage is what failed): the run keeps its
+        lease, which nothing renews any more, and a worker takes it over once it lapses.
+
+        Raises:
+            exc: when it is a StorageError, or the run could not be ended failed either.
+        """
+        run_id = header.id
+        if isinstance(exc, StorageError):
+            logger.error(
+                "run %s stopped: storage failed (%s); a worker takes it over when its lease lapses",
+                run_id, exc, extra={"run_id": run_id},
+            )  # fmt: skip
+            raise exc
+        info = ErrorInfo.from_exception(exc)
+        error = attrs.evolve(
+            info, message=f"the engine could not continue the run: {info.message or info.type}"
+        )
+        try:
+            stored = await self.storage.load(run_id)
+            return await self._end_failed(stored or header, error)
+        except Exception:
+            logger.exception(
+                "run %s: could not end it failed after %r", run_id, exc, extra={"run_id": run_id}
+            )
+            raise exc from None
+
+    async def _end_failed(self, run: RunRecord, error: ErrorInfo) -> RunResult:
+        """Store ``run`` as ``failed`` with ``error`` (its open step visits failed too), drop
+        this engine's claim and emit ``workflow_error``."""
         now = self.clock.now()
-        error = ErrorInfo.from_exception(exc)
+        open_visits = [
+            attrs.evolve(step, status=StepStatus.FAILED, error=error, finished_at=now)
+            for step in run.steps
+            if step.status in _OPEN
+        ]
         failed = attrs.evolve(
             run,
             status=RunStatus.FAILED,
@@ -206,8 +300,8 @@ class DurabilityOps:
             lease_expires_at=None,
             steps=(),
         )
-        await self.storage.checkpoint(failed)
-        await self.storage.release(run.id, self.owner)
+        await self.storage.checkpoint(failed, open_visits)
+        await self._release(run.id)
         if self._bus.wants(WorkflowFailed.name):
             duration = (now - run.created_at).total_seconds()
             await self._bus.emit(
@@ -220,7 +314,9 @@ class DurabilityOps:
                     duration=duration,
                 )
             )
-        return RunResult.from_record(attrs.evolve(failed, steps=run.steps))
+        self._ended(run.id)
+        stored = await self.storage.load(run.id)
+        return RunResult.from_record(stored or failed)
 
 
 def check_history(run: RunRecord) -> None:

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,10 +20,10 @@ from flux.engine import _logs
 from flux.engine._children import ChildHost, Children
 from flux.engine._control import ControlOps
 from flux.engine._driver import EngineContext, RunDriver
-from flux.engine._durability import DurabilityOps
+from flux.engine._durability import DurabilityOps, recoverable
 from flux.engine._logbook import LogLimits
 from flux.engine._ownership import new_owner_id
-from flux.engine._plans import WorkflowRegistry, check_input, run_header
+from flux.engine._plans import WorkflowRegistry, check_input, run_header, waits_on_time
 from flux.engine._threads import StepThreads
 from flux.engine._work import TimeWaits, WorkSource
 from flux.errors import (
@@ -115,6 +115,10 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         self._executor: StepThreads | None = None
         self._started = False
         self._active: dict[str, RunDriver] = {}
+        self._reserved: set[str] = set()
+        """Runs this engine drives or has claimed to drive: nothing else here may drive them."""
+        self._kept: dict[str, asyncio.Event] = {}
+        """Runs an ``execute`` keeps while they wait on time; set the event to wake it early."""
         self._tasks: dict[str, asyncio.Task[RunResult]] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
@@ -160,7 +164,7 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             waits=self._waits,
             wake=self._wake,
             poll_interval=poll_interval,
-            driving=self._active.__contains__,
+            driving=self._driving,
             plan_for=self._registry.for_run,
             claim=self._claim,
             drive=self._resume_claimed,
@@ -246,7 +250,12 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         deadline: float | timedelta | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Run ``workflow`` on ``input`` until it ends or suspends, and return the result.
+        """Run ``workflow`` on ``input`` until it ends or waits for something from outside the
+        process (a signal, a child run driven elsewhere), and return the result.
+
+        Waits on time (a long retry delay, a sleep) are stored as due times, so another process
+        can take the run over if this one dies, but this call keeps the run and continues it
+        when due.
 
         A failing step does not raise: the result's ``status`` and ``error`` say what happened.
         With ``idempotency_key``, a key already used for this workflow within
@@ -270,7 +279,8 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             existing = await self._create(header, idempotency_key, idempotency_ttl)
             if existing is not None:
                 return RunResult.from_record(await self._load(existing), created=False)
-        return await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
+        result = await self._drive(RunDriver(self._env, plan, header, [], typed), 0)
+        return await self._keep_waiting(plan, result)
 
     async def start(
         self,
@@ -341,7 +351,24 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
                 run_id=header.id,
             ) from None
 
+    def _driving(self, run_id: str) -> bool:
+        """True while this engine drives the run, has claimed it, or keeps it in ``execute``."""
+        return run_id in self._reserved or run_id in self._kept
+
+    async def _release(self, run_id: str) -> None:
+        """Give up this engine's claim on a run it will not drive."""
+        self._reserved.discard(run_id)
+        await self.storage.release(run_id, self.owner)
+
     async def _drive(self, driver: RunDriver, start: int, resumed_from: str | None = None) -> RunResult:
+        run_id = driver.header.id
+        self._reserved.add(run_id)
+        try:
+            return await self._drive_reserved(driver, start, resumed_from)
+        finally:
+            self._reserved.discard(run_id)
+
+    async def _drive_reserved(self, driver: RunDriver, start: int, resumed_from: str | None) -> RunResult:
         run_id = driver.header.id
         task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
         self._active[run_id] = driver
@@ -352,6 +379,13 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         except LeaseLostError as exc:
             _logs.lease_lost(run_id, driver.header.workflow, exc)
             raise
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller is being cancelled: so is the run's task
+            result = await self._escaped(driver.header, exc)  # a step or subscriber raised it
+        except Exception as exc:
+            result = await self._escaped(driver.header, exc)
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
@@ -365,15 +399,48 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         driver = self._active.get(run_id)
         return driver.header.labels if driver is not None else {}
 
-    async def _release(self, run_id: str) -> None:
-        await self.storage.release(run_id, self.owner)
-
     def _ended(self, run_id: str) -> None:
         """A run driven here ended: wake whoever waits for its result, and the workers."""
         done = self._finished.pop(run_id, None)
         if done is not None:
             done.set()
         self.notify()
+
+    async def _keep_waiting(self, plan: Workflow[Any], result: RunResult) -> RunResult:
+        """``execute``: keep a run that suspended to wait on time and continue it when due, in
+        this process, until it ends or waits for something from outside (a signal, a child
+        run). The wait is stored (a due time), so another process takes the run over if this
+        one dies; meanwhile this engine's own workers leave it alone."""
+        run_id = result.id
+        while result.status == RunStatus.SUSPENDED:
+            woken = self._kept[run_id] = asyncio.Event()  # before looking: a cancel sets it
+            try:
+                run = await self._load(run_id)
+                due = waits_on_time(run)
+                if due is None:
+                    return result  # it waits for something from outside the process
+                if not run.cancel_requested:
+                    await _sleep_until(self.clock, due, woken)
+                    run = await self._load(run_id)
+            finally:
+                del self._kept[run_id]
+            if run.cancel_requested and not run.status.finished:
+                request = run.cancel_requested
+                reason, compensate = (
+                    str(request.get("reason") or "cancelled"),
+                    bool(request.get("compensate")),
+                )
+                return await self.cancel(run_id, reason, compensate=compensate)
+            if run.status != RunStatus.SUSPENDED:
+                return RunResult.from_record(run)  # it ended, or another process took it on
+            if not recoverable(run, self.clock.now()):
+                result = RunResult.from_record(run)  # not due (resumed here meanwhile): wait on
+                continue
+            claimed = await self._claim(run)
+            if claimed is None:
+                return RunResult.from_record(run)  # another process drives it now
+            result = await self._resume_claimed(plan, claimed, None)
+        return result
 
     def notify(self, reason: str | None = None, run_id: str | None = None) -> None:
         """Wake this engine's workers: new work may be due (called on start, signal, time moves).
@@ -500,3 +567,14 @@ def _still_unfinished(run: RunRecord, timeout: float) -> str:
         f"wait_result: run {run.id} of workflow {run.workflow!r} did not finish within {timeout:g} s: "
         f"it is {run.status}; {hint}. Wait longer, or look at it later with engine.get({run.id!r})"
     )
+
+
+async def _sleep_until(clock: Clock, due: datetime, woken: asyncio.Event) -> None:
+    """Sleep on ``clock`` until ``due``, or until ``woken`` is set."""
+    sleeper = asyncio.ensure_future(clock.sleep(max(0.0, (due - clock.now()).total_seconds())))
+    waker = asyncio.ensure_future(woken.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        waker.cancel()

@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from flux.engine import _keys
 from flux.engine._positions import flow_resume_point, jumped
 from flux.errors import InvalidInputError, PlanMismatchError, UnknownSignalError, WorkflowNotRegisteredError
 from flux.plan import Workflow
-from flux.records import EMPTY, JSON, RunRecord, StepRecord
+from flux.records import EMPTY, JSON, RunRecord, StepRecord, replay_data
 from flux.status import RunStatus, StepStatus
 
 _DONE = (StepStatus.COMPLETED, StepStatus.SKIPPED)
@@ -196,3 +197,27 @@ def check_signal(workflow: Workflow[Any], run: RunRecord, signal: str) -> int:
             f"run {run.id} will never wait for signal {signal!r}; it can take: {names}", run_id=run.id
         )
     return open_waits[signal]
+
+
+def waits_on_time(run: RunRecord) -> datetime | None:
+    """When a suspended run waits only on time (a sleep, a stored retry delay, its deadline),
+    its due time; None when it waits for something from outside the process (a signal, a
+    child run) or is not suspended."""
+    if run.status != RunStatus.SUSPENDED or run.wake_at is None:
+        return None
+    for record in latest_visits(run.steps).values():
+        if record.status == StepStatus.SUSPENDED and (
+            record.waiting_for is not None or _keys.WAITING_CHILD in record.actions
+        ):
+            return None
+    return run.wake_at
+
+
+def data_before(records: Sequence[StepRecord], name: str) -> dict[str, JSON]:
+    """The run's data as it was before step ``name`` first ran (all of it if it never ran):
+    what ``resume(from_step=name)`` hands that step, so it never sees its own earlier
+    changes, nor those of the steps after it."""
+    for index, record in enumerate(records):
+        if record.step == name or record.step.startswith(f"{name}["):
+            return replay_data(records[:index])
+    return replay_data(records)

@@ -142,6 +142,7 @@ class RunState:
         self.set_header(header)
         self.records = records
         self.data = RunData(copy_json(replay_data(records)))
+        self._base: tuple[Mapping[str, JSON], int] | None = None  # see restart_from
         self.outputs: dict[str, JSON] = replay_outputs(records)
         """Read only through copies (``ctx.outputs``, results, events): may share records' values."""
         self.input = typed_input
@@ -227,7 +228,17 @@ class RunState:
 
     def reload_data(self) -> None:
         """Back to the data the records hold (a failed attempt's changes are dropped)."""
-        self.data.load(copy_json(replay_data(self.records)).items())
+        if self._base is None:
+            self.data.load(copy_json(replay_data(self.records)).items())
+        else:
+            base, start = self._base
+            self.data.load(copy_json(replay_data(self.records[start:], base)).items())
+
+    def restart_from(self, data: Mapping[str, JSON]) -> None:
+        """``resume(from_step=X)``: the run goes on from ``data``, the data as it was before X
+        first ran; the visits recorded so far no longer count, however often an attempt fails."""
+        self._base = (data, len(self.records))
+        self.data.load(copy_json(data).items())
 
     def context(
         self, name: str, seq: int, attempt: int, data: RunData, failure: ErrorInfo | None = None

@@ -77,7 +77,7 @@ class WorkSource:
     wake: asyncio.Event
     poll_interval: float
     driving: Callable[[str], bool]
-    """True while this engine drives the run."""
+    """True while this engine drives the run, has claimed it, or keeps it in ``execute``."""
     plan_for: Callable[[RunRecord], Workflow[Any]]
     """The registered plan of a stored run (raises a RunError when there is none)."""
     claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
