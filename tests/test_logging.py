@@ -90,7 +90,8 @@ async def test_takeover_and_lease_loss_are_warnings(caplog: pytest.LogCaptureFix
         assert stolen is not None
         await second._claim(stolen)  # the second process takes the run over
 
-    flow = create_workflow("stolen").step("steal", steal).step("after", lambda ctx: None).build()
+    # timeout=120: moving the clock past the lease must not also time the step out
+    flow = create_workflow("stolen").step("steal", steal, timeout=120).step("after", lambda ctx: None).build()
     caplog.set_level(logging.WARNING, logger="flux")
     with pytest.raises(LeaseLostError):
         await first.execute(flow, run_id="r1")
