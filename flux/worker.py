@@ -103,6 +103,7 @@ class Worker:
         work = self.engine.work
         try:
             while not self._stopping:
+                work.clear_news()
                 idle = self.engine.poll_interval
                 try:
                     await self._schedules.tick()

@@ -79,13 +79,16 @@ async def test_failure_logs_the_failing_step_and_nothing_below_info_by_default(
 
 
 async def test_takeover_and_lease_loss_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    """An engine taking over a run whose lease expired warns; the engine that lost it warns."""
+    """An engine taking over a run whose lease expired warns; the engine that lost it warns.
+
+    The first engine stalls: its clock stands still (so its heartbeat renews nothing) while the
+    second engine's clock is past the lease.
+    """
     storage, clock = MemoryStorage(), FakeClock()
     first = FluxEngine(storage, clock=clock)
-    second = FluxEngine(storage, clock=clock)
+    second = FluxEngine(storage, clock=FakeClock(clock.now() + timedelta(seconds=31)))
 
     async def steal(ctx: StepContext[Any]) -> None:
-        await clock.advance(timedelta(seconds=31))
         stolen = await storage.load(ctx.run_id)
         assert stolen is not None
         await second._claim(stolen)  # the second process takes the run over

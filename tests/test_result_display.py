@@ -49,7 +49,10 @@ async def test_summary_shows_status_each_step_with_its_duration_and_the_errors()
     assert charged is not None and charged > 0  # the retry delays, on the fake clock
     assert lines[3].split() == ["failed", "charge", f"{charged:.3f}s", "3", "attempts"]
     assert lines[4] == "error in step 'charge' (attempt 3): ConnectionError: payment gateway down"
-    assert lines[5] == "and its compensation failed in step 'fetch': RuntimeError: refund API down"
+    # A compensation's error names its attempt, like a step's (one attempt loop records both).
+    assert (
+        lines[5] == "and its compensation failed in step 'fetch' (attempt 4): RuntimeError: refund API down"
+    )
     assert len(lines) == 6
 
 

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from datetime import datetime
+from types import CoroutineType
 from typing import Any
 
 from flux.clock import Clock
@@ -46,7 +47,7 @@ async def call_handler(
         if started is None:
             started = clock.now()
         running = fn(context)
-        if inspect.iscoroutine(running):
+        if type(running) is CoroutineType:
             try:
                 pending = running.send(None)
             except StopIteration as done:  # finished without suspending

@@ -152,6 +152,7 @@ class Visitor:
         d, clock = self.d, self.env.clock
         alone = not self.side_by_side and not compensating  # else: a private copy of the data
         timeout = spec.timeout or self.env.default_timeout
+        wants_start = self.env.bus.wants(StepStart.name)
         stamp = None
         if record is None:  # a new visit: its first record is the running one
             stamp = clock.now()
@@ -184,8 +185,13 @@ class Visitor:
                     actions=actions,
                 )
                 d.put(running)
-                d.event(StepStart, step=call.name, attempt=attempt)
-                now = await d.flush(stamp, status=RunStatus.RUNNING, wake_at=None)
+                if wants_start:
+                    d.event(StepStart, step=call.name, attempt=attempt)
+                header = d.header
+                if header.status is RunStatus.RUNNING and header.wake_at is None:
+                    now = await d.flush(stamp)  # the common case: nothing else changes
+                else:
+                    now = await d.flush(stamp, status=RunStatus.RUNNING, wake_at=None)
                 stamp = None
             data = d.data if alone else d.copy_data()
             context = d.context(call.name, seq, attempt, data, failure)
@@ -204,7 +210,7 @@ class Visitor:
                 if output is not None:
                     check_json(output, f"the output of step {call.name!r}", step=call.name)
                 data_set, data_unset = data.take_changes()
-                for key, value in data_set.items():
+                for key, value in data_set.items() if data_set else ():
                     check_json(value, f"ctx.data[{key!r}] (set by step {call.name!r})", step=call.name)
             except LeaseLostError:
                 raise
@@ -237,7 +243,7 @@ class Visitor:
             snapshot = copy_json(data_set) if data_set else data_set
             done = d.complete(
                 running,
-                copy_json(output),
+                None if output is None else copy_json(output),
                 snapshot,
                 data_unset,
                 merge=None if alone else data_set,

@@ -26,7 +26,9 @@ class TimeWaits:
 
     A clock that announces its moves (``subscribe``, as ``FakeClock`` does) is followed
     through those announcements instead of timers: a test that moves it by a week wakes
-    each waiter once, where a timer per poll interval would fire thousands of times.
+    each waiter once, where a timer per poll interval would fire thousands of times. Such a
+    wait also ends after the same span of real time, so that nothing waits forever on a clock
+    that no test moves (a poll then happens as it would on the real clock).
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -50,8 +52,10 @@ class TimeWaits:
                     await event.wait()
             return event.is_set()
         until = None if seconds is None else self.clock.now() + timedelta(seconds=seconds)
-        while not event.is_set() and (until is None or self.clock.now() < until):
-            await _either(event, self._moved)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):  # real time, as a last resort
+                while not event.is_set() and (until is None or self.clock.now() < until):
+                    await _either(event, self._moved)
         return event.is_set()
 
 
@@ -83,7 +87,10 @@ class WorkSource:
     release: Callable[[str], Awaitable[None]]
     """Give up this engine's claim on a run."""
 
-    async def idle(self, seconds: float) -> None:
-        """Wait for news (``engine.notify()``) or ``seconds``, then clear the news."""
-        await self.waits.wait(self.wake, seconds)
+    def clear_news(self) -> None:
+        """Forget the news so far: the worker is about to look at storage."""
         self.wake.clear()
+
+    async def idle(self, seconds: float) -> None:
+        """Wait for news (``engine.notify()``) since :meth:`clear_news`, or ``seconds``."""
+        await self.waits.wait(self.wake, seconds)
