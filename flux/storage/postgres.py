@@ -30,7 +30,8 @@ from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
-from flux.storage._postgres_batch import Checkpoint, GroupCommit, Outcome, columns, fenced, merge
+from flux.storage._group_commit import GroupCommit, Outcome
+from flux.storage._postgres_batch import Checkpoint, columns, fenced, merge
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
 from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, ONE_STEPS, Statements
 from flux.storage._postgres_wake import PostgresWaker
@@ -107,7 +108,7 @@ class PostgresStorage:
         self._own_pool = pool is None
         self._opening = asyncio.Lock()
         self._ready = False
-        self._commits = GroupCommit(self._write_batch)
+        self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_batch)
         self._wakers: builtins.list[PostgresWaker] = []
         # The input object and text this process last wrote per in-flight run: a run's input
         # never changes, so a checkpoint given the same object sends none (the row keeps it).

@@ -30,6 +30,7 @@ from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
 from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
@@ -39,8 +40,6 @@ from flux.storage._sqlite_wal import WalCheckpointer
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
-_Outcome = BaseException | None
-_Queued = tuple[Checkpoint, "asyncio.Future[None]"]
 
 
 class SQLiteStorage:
@@ -80,11 +79,7 @@ class SQLiteStorage:
         self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
         self._db: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
-        self._queue: list[_Queued] = []
-        self._busy = False  # a checkpoint transaction is in flight
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._drainer: asyncio.Task[None] | None = None
+        self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_checkpoints)
         self._wal = WalCheckpointer()
         # The input object and text this process last wrote per in-flight run: a run's input
         # never changes, so a checkpoint given the same object skips encoding and rewriting it.
@@ -166,7 +161,7 @@ class SQLiteStorage:
 
     async def close(self) -> None:
         """Wait for queued checkpoints, then close the connection. Safe to call twice."""
-        await self._idle.wait()
+        await self._commits.wait_idle()
         await self._wal.close()
         db, self._db = self._db, None
         if db is not None:
@@ -260,22 +255,19 @@ class SQLiteStorage:
             StorageError: a value is not JSON, or the database failed.
         """
         row, same_input = self._encode(run)
-        item: Checkpoint = (row, [encode_step(run.id, record) for record in steps], same_input)
-        if self._busy:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append((item, future))
-            await future
-            return
-        # Idle: write at once; checkpoints arriving meanwhile queue up for the next batch.
-        self._busy = True
-        self._idle.clear()
+        await self._commits.submit((row, [encode_step(run.id, record) for record in steps], same_input))
+
+    async def _write_checkpoints(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
+        """Write a batch of checkpoints in one transaction (one thread hop); one outcome each."""
         try:
-            outcome = (await self._call(self._ops.write_checkpoints, [item]))[0]
-            self._wal.written(1)
-        finally:
-            self._next_batch()
-        if outcome is not None:
-            raise self._outcome_error(outcome)
+            outcomes = await self._call(self._ops.write_checkpoints, items)
+        except Exception as exc:
+            error = self._outcome_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        self._wal.written(len(items))
+        return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
 
     def _encode(self, run: RunRecord) -> tuple[Row, bool]:
         """The run's row, and whether its input is the object this process wrote last."""
@@ -291,40 +283,6 @@ class SQLiteStorage:
                 del self._inputs[next(iter(self._inputs))]
             self._inputs[run.id] = (run.input, text)
         return encode_run(run, text), same
-
-    def _next_batch(self) -> None:
-        if self._queue:
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
-        else:
-            self._busy = False
-            self._idle.set()
-
-    async def _drain(self) -> None:
-        """Write queued checkpoints, everything pending in one transaction, until none is left."""
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    outcomes: builtins.list[_Outcome] = await self._call(
-                        self._ops.write_checkpoints, [item for item, _ in batch]
-                    )
-                    self._wal.written(len(batch))
-                except Exception as exc:
-                    outcomes = [exc] * len(batch)
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its caller was cancelled
-                        continue
-                    if outcome is None:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(self._outcome_error(outcome))
-        finally:
-            for _, future in self._queue:
-                future.cancel()
-            self._queue = []
-            self._busy = False
-            self._drainer = None
-            self._idle.set()
 
     def _outcome_error(self, outcome: BaseException) -> BaseException:
         if isinstance(outcome, UnicodeEncodeError):  # a lone surrogate got past the JSON check
