@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -31,9 +30,9 @@ from flux.serde import dumps
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
 from flux.storage._group_commit import GroupCommit, Outcome
-from flux.storage._postgres_batch import Checkpoint, columns, fenced, merge
+from flux.storage._postgres_batch import BatchWriter, Checkpoint, columns
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
-from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, ONE_STEPS, Statements
+from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, Statements
 from flux.storage._postgres_wake import PostgresWaker
 from flux.storage._sqlite_rows import (
     Row,
@@ -46,11 +45,10 @@ from flux.storage._sqlite_rows import (
     from_micros,
     micros,
 )
-from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
+from flux.storage._sqlite_schema import STEP_COLUMNS
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
-_NO_STEP = (None,) * len(STEP_COLUMNS)
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 
 
@@ -108,6 +106,7 @@ class PostgresStorage:
         self._own_pool = pool is None
         self._opening = asyncio.Lock()
         self._ready = False
+        self._writer = BatchWriter(self._pool_or_error, self._sql, self._where, self._holds)
         self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_batch)
         self._wakers: builtins.list[PostgresWaker] = []
         # The input object and text this process last wrote per in-flight run: a run's input
@@ -178,6 +177,8 @@ class PostgresStorage:
         """Wait for queued checkpoints, stop the wakers made by :meth:`waker`, then close the
         pool (if opened here). Safe to call twice."""
         await self._commits.wait_idle()
+        if self._pool is not None:
+            await self._writer.close()
         wakers, self._wakers = self._wakers, []
         for waker in wakers:
             await waker.close()
@@ -220,10 +221,19 @@ class PostgresStorage:
         finally:
             conn.terminate()  # no goodbye round trip: the server may be gone already
 
-    def _acquire(self) -> Any:
+    def _pool_or_error(self) -> Any:
         if self._pool is None:
             raise StorageError(f"{self!r} is closed; open it with init() first")
-        return self._pool.acquire()
+        return self._pool
+
+    def _acquire(self) -> Any:
+        return self._pool_or_error().acquire()
+
+    def _holds(self) -> bool:
+        """Whether checkpoints keep a connection of the pool between batches: when the pool
+        can spare it (a LISTEN without a DSN takes one of a given pool too)."""
+        spare = 2 if self.dsn is not None or self._own_pool else 3
+        return self._pool is not None and self._pool.get_max_size() >= spare
 
     async def _call(self, method: str, sql: str, *args: Any) -> Any:
         """``conn.<method>(sql, *args)`` on a pooled connection, retried while it is lost."""
@@ -331,45 +341,8 @@ class PostgresStorage:
             self._inputs[run.id] = run.input
 
     async def _write_batch(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        """Write checkpoints (several in one statement); one outcome per item."""
         await self.init()
-        outcomes: builtins.list[Outcome] = [None] * len(items)
-        pending = builtins.list(range(len(items)))
-        while pending:
-            merged, members, later = merge([items[i] for i in pending])
-            try:
-                results = await retrying(self._where, functools.partial(self._write_merged, merged))
-            except StorageError as exc:
-                # One bad value fails the whole statement: write each alone to find it.
-                results = [exc] if len(merged) == 1 else [await self._write_alone(item) for item in merged]
-            for result, indexes in zip(results, members, strict=True):
-                for index in indexes:
-                    outcomes[pending[index]] = result
-            pending = [pending[i] for i in later]
-        return outcomes
-
-    async def _write_alone(self, item: Checkpoint) -> Outcome:
-        try:
-            return (await retrying(self._where, functools.partial(self._write_merged, [item])))[0]
-        except StorageError as exc:
-            return exc
-
-    async def _write_merged(self, merged: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters
-            run, steps = merged[0]
-            slots = [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
-            sql, args = self._sql["checkpoint_one"], [*run, *slots]
-        else:
-            runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
-            arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
-            sql, args = self._sql["checkpoint"], [*runs, *arrays]
-        async with self._acquire() as conn:
-            written = {row[0] for row in await conn.fetch(sql, *args)}
-            lost = [row[0] for row, _ in merged if row[0] not in written]
-            owners = dict(await conn.fetch(self._sql["owners"], lost)) if lost else {}
-        return [
-            None if row[0] in written else fenced(row[0], owners.get(row[0]), row[9]) for row, _ in merged
-        ]
+        return await self._writer.write(items)
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
         """Delete finished runs (of ``status``, default every finished one) that finished before
