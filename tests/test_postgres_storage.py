@@ -13,9 +13,10 @@ import pytest
 from postgres_support import drop_schema, new_schema, postgres_dsn, schema_storage
 
 from flux import FluxEngine, RunStatus, StepContext, create_workflow
-from flux.errors import SchemaVersionError, StorageError
+from flux.errors import SchemaVersionError, StorageError, UnknownSignalError
 from flux.storage import PostgresStorage, from_url
 from flux.storage._postgres_sql import MIGRATIONS
+from flux.testing._factories import at, run_record
 
 
 @pytest.fixture
@@ -157,3 +158,29 @@ async def test_runs_complete_when_the_engines_connections_are_terminated_mid_run
     assert terminated > 0
     assert [r.status for r in results] == [RunStatus.COMPLETED] * 10
     assert set(calls.values()) == {1} and len(calls) == 30
+
+
+# --- wake-ups -----------------------------------------------------------------------------
+
+
+async def test_a_stored_signal_is_announced_by_its_own_transaction(pg: PostgresStorage) -> None:
+    """add_signal NOTIFYs the waker's channel as it commits; a refused signal (past its limit,
+    or for an unknown run) announces nothing, and the waker does not send the signal again."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(postgres_dsn())
+    waker = pg.waker()
+    try:
+        await listener.add_listener(waker.channel, lambda *args: heard.put_nowait(args[-1]))
+        await pg.create(run_record("waiting", status=RunStatus.SUSPENDED))
+        await pg.add_signal("waiting", "go", {"n": 1}, at(1), limit=1)
+        assert await asyncio.wait_for(heard.get(), timeout=10) == "signal waiting"
+        with pytest.raises(UnknownSignalError):
+            await pg.add_signal("waiting", "go", {"n": 2}, at(2), limit=1)
+        assert await pg.add_signal("unknown", "go", None, at(2)) is None
+        await waker.open(lambda: None)
+        waker.publish("signal", "waiting")  # announced already: not sent again
+        await waker.close()
+        await listener.execute("SELECT pg_notify($1, 'end')", waker.channel)  # marks the end
+        assert await asyncio.wait_for(heard.get(), timeout=10) == "end"
+    finally:
+        await listener.close()

@@ -50,6 +50,9 @@ from flux.storage._sqlite_schema import STEP_COLUMNS
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
+ANNOUNCED = frozenset({"signal"})
+"""Wake-ups that the storage's own statements NOTIFY (in the writing transaction), so that
+its waker does not send them again."""
 
 
 class PostgresStorage:
@@ -200,7 +203,7 @@ class PostgresStorage:
         ``FluxEngine`` uses it on its own when given a PostgresStorage.
         """
         waker = PostgresWaker(
-            self._connect, self._acquire, self._sql["notify"], self._sql.channel, self._where
+            self._connect, self._acquire, self._sql["notify"], self._sql.channel, self._where, ANNOUNCED
         )
         self._wakers.append(waker)
         return waker
@@ -387,10 +390,12 @@ class PostgresStorage:
         self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
     ) -> SignalRecord | None:
         """Store a signal for an unfinished run and make a suspended run due at ``at``; with
-        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored."""
+        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored.
+        The engines listening through :meth:`waker` hear of it as it commits."""
         text = encode_json(payload, f"the payload of signal {name!r}")
         when = micros(at, "at")
-        signal_id = await self._call("fetchval", self._sql["add_signal"], run_id, name, text, when, limit)
+        sql, channel = self._sql["add_signal"], self._sql.channel
+        signal_id = await self._call("fetchval", sql, run_id, name, text, when, limit, channel)
         if signal_id == -1:
             raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         return None if signal_id is None else decode_signal((signal_id, run_id, name, text, when, None))
