@@ -1,9 +1,10 @@
 """PostgresStorage: runs in a PostgreSQL database (asyncpg), shared by workers on many hosts.
 
-Every call is one statement (one round trip) on a pooled connection, except ``load``, ``list``
-and ``claim`` (two) and ``create`` with an idempotency key (a transaction under the key's
-advisory lock). Checkpoints use group commit: those that arrive while one
-is being written share the next statement. Claims skip rows another claimer has locked
+Every call is one statement (one round trip) on a pooled connection, except ``load``,
+``claim`` (a statement, then the run's step records, on one connection), ``list`` (two) and
+``create`` with an idempotency key (a transaction under the key's advisory lock). Checkpoints
+use group commit: those that arrive while one is being written share the next statement, on
+a pooled connection held between batches. Claims skip rows another claimer has locked
 (``FOR UPDATE SKIP LOCKED``). A lost connection is retried with backoff, so a server restart
 or a killed backend delays calls instead of failing runs.
 """
@@ -248,6 +249,19 @@ class PostgresStorage:
 
         return await retrying(self._where, attempt)
 
+    async def _with_steps(self, run_id: str, sql: str, *args: Any) -> RunRecord | None:
+        """The row of run ``run_id`` that ``sql`` returns, with the run's step records read
+        right after it on the same pooled connection; None when there is no row."""
+        await self.init()
+
+        async def attempt() -> Any:
+            async with self._acquire() as conn:
+                row = await conn.fetchrow(sql, *args)
+                return None if row is None else (row, await conn.fetch(self._sql["steps_select"], run_id))
+
+        found = await retrying(self._where, attempt)
+        return None if found is None else decode_run(*found)
+
     # --- runs -----------------------------------------------------------------------------
 
     async def save(self, run: RunRecord) -> None:
@@ -297,10 +311,7 @@ class PostgresStorage:
 
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None."""
-        row = await self._call("fetchrow", self._sql["run_select"], run_id)
-        if row is None:
-            return None
-        return decode_run(row, await self._call("fetch", self._sql["steps_select"], run_id))
+        return await self._with_steps(run_id, self._sql["run_select"], run_id)
 
     async def list(self, filter: RunFilter | None = None) -> builtins.list[RunRecord]:
         """Runs matching ``filter``, newest first (ties: the first stored last), with steps."""
@@ -369,10 +380,8 @@ class PostgresStorage:
         held by ``takeover``; returns it with its step records, or None. A run another claimer
         is taking at this moment is left to it."""
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
-        row = await self._call("fetchrow", self._sql["claim"], owner, lease, run_id, owner, takeover, at)
-        if row is None:
-            return None
-        return decode_run(row, await self._call("fetch", self._sql["steps_select"], run_id))
+        # Retried after a lost connection, a claim that went through is found again: its owner's.
+        return await self._with_steps(run_id, self._sql["claim"], owner, lease, run_id, owner, takeover, at)
 
     async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
