@@ -263,6 +263,34 @@ class Outputs(Mapping[str, JSON]):
         return f"Outputs({dict(self)!r})"
 
 
+class RunScope:
+    """What every :class:`StepContext` of one run shares: made once per run by the engine."""
+
+    __slots__ = ("child_runner", "input", "log_sink", "outputs", "recorder", "run_id", "workflow")
+
+    def __init__(
+        self,
+        input: Any,
+        outputs: Mapping[str, JSON],
+        run_id: str,
+        workflow: str,
+        recorder: ActionRecorder | None = None,
+        child_runner: ChildRunner | None = None,
+        log_sink: LogSink | None = None,
+    ) -> None:
+        self.input = input
+        self.outputs = outputs
+        """Read through each context's copies (:class:`Outputs`)."""
+        self.run_id = run_id
+        self.workflow = workflow
+        self.recorder = recorder
+        self.child_runner = child_runner
+        self.log_sink = log_sink
+
+
+_new = object.__new__
+
+
 class StepContext(Generic[InputT]):
     """What a handler receives.
 
@@ -281,21 +309,16 @@ class StepContext(Generic[InputT]):
 
     __slots__ = (
         "_actions",
-        "_child_runner",
         "_children",
         "_log",
-        "_log_sink",
         "_outputs",
-        "_recorder",
+        "_scope",
         "_seq",
         "_used",
         "attempt",
         "data",
         "failure",
-        "input",
-        "run_id",
         "step",
-        "workflow",
     )
 
     def __init__(
@@ -315,31 +338,71 @@ class StepContext(Generic[InputT]):
         child_runner: ChildRunner | None = None,
         log_sink: LogSink | None = None,
     ) -> None:
-        self.input = input
+        scope = RunScope(input, outputs, run_id, workflow, recorder, child_runner, log_sink)
+        self._start(scope, step, seq, attempt, data, actions, failure)
+
+    @classmethod
+    def of(
+        cls,
+        scope: RunScope,
+        step: str,
+        seq: int,
+        attempt: int,
+        data: RunData,
+        actions: Mapping[str, JSON],
+        failure: ErrorInfo | None,
+    ) -> StepContext[Any]:
+        """The context of one attempt of visit ``seq`` of a run (``scope``): what the engine
+        calls, once per attempt, instead of the keyword constructor."""
+        context: StepContext[Any] = _new(cls)
+        context._start(scope, step, seq, attempt, data, actions, failure)
+        return context
+
+    def _start(
+        self,
+        scope: RunScope,
+        step: str,
+        seq: int,
+        attempt: int,
+        data: RunData,
+        actions: Mapping[str, JSON],
+        failure: ErrorInfo | None,
+    ) -> None:
+        self._scope = scope
         self.data = data
-        self._outputs: Mapping[str, JSON] | None = outputs
-        self.run_id = run_id
-        self.workflow = workflow
         self.step = step
         self.attempt = attempt
         self.failure = failure
-        self._actions = actions
-        self._recorder = recorder
         self._seq = seq
-        self._child_runner = child_runner
+        self._actions = actions
+        self._outputs: Outputs | None = None  # made on first use
         self._children = 0
-        self._used: set[str] = set()  # action names this attempt has used
-        self._log_sink = log_sink
+        self._used: set[str] | None = None  # action names this attempt has used
         self._log: StepLogger | None = None
+
+    @property
+    def input(self) -> InputT:
+        """The run's input, typed by ``.input(T)``."""
+        value: InputT = self._scope.input
+        return value
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._scope.run_id
+
+    @property
+    def workflow(self) -> str:
+        """The workflow's name."""
+        return self._scope.workflow
 
     @property
     def outputs(self) -> Mapping[str, JSON]:
         """Each finished step's output, by step name (read-only; lists and dicts are this
         step's own copies, so changing them changes nothing else)."""
-        source = self._outputs
-        if source is None or isinstance(source, Outputs):
-            return source or EMPTY
-        view = self._outputs = Outputs(source)
+        view = self._outputs
+        if view is None:
+            view = self._outputs = Outputs(self._scope.outputs)
         return view
 
     async def run_child(self, workflow: Any, input: Any = None) -> RunResult:
@@ -359,13 +422,14 @@ class StepContext(Generic[InputT]):
 
         ``workflow`` is a ``Workflow`` or a builder from ``create_workflow()``.
         """
-        if self._child_runner is None:
+        scope = self._scope
+        if scope.child_runner is None:
             raise RuntimeError("ctx.run_child works only in a step run by a FluxEngine")
         self._children += 1
         call = ChildCall(
-            run_id=self.run_id, step=self.step, seq=self._seq, number=self._children, record=self._recorder
+            run_id=scope.run_id, step=self.step, seq=self._seq, number=self._children, record=scope.recorder
         )
-        return await self._child_runner(call, workflow, input)
+        return await scope.child_runner(call, workflow, input)
 
     @property
     def idempotency_key(self) -> str:
@@ -386,7 +450,7 @@ class StepContext(Generic[InputT]):
                 "step": self.step,
                 "attempt": self.attempt,
             }
-            self._log = StepLogger(extra, self._log_sink, self._seq)
+            self._log = StepLogger(extra, self._scope.log_sink, self._seq)
         return self._log
 
     @overload
@@ -410,7 +474,9 @@ class StepContext(Generic[InputT]):
                 f"step {self.step!r}: ctx.action name must be a non-empty str not starting with "
                 f"'flux:' (reserved for flux), got {name!r}"
             )
-        if name in self._used:
+        if self._used is None:
+            self._used = set()
+        elif name in self._used:
             raise InvalidStepError(
                 f"step {self.step!r}: ctx.action name {name!r} is used twice in one attempt; the "
                 "second function would never run. Give each action its own name."
@@ -421,8 +487,9 @@ class StepContext(Generic[InputT]):
         result = fn()
         if inspect.isawaitable(result):
             result = await result
-        if self._recorder is not None:
-            await self._recorder(self._seq, self.step, name, result)
+        recorder = self._scope.recorder
+        if recorder is not None:
+            await recorder(self._seq, self.step, name, result)
         self._actions = {**self._actions, name: result}
         return result
 

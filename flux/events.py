@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal, overload
 
@@ -253,6 +253,15 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: dict[str, list[Subscriber]] = {}
         self._wanted: frozenset[str] | None = frozenset()  # None: "*" has subscribers
+        self._logged: dict[str, Subscriber] = {}
+        self._logging: Callable[[], bool] = bool
+
+    def log_with(self, logged: Mapping[str, Subscriber], enabled: Callable[[], bool]) -> None:
+        """Deliver events named in ``logged`` to their function first, but only while
+        ``enabled()`` is true: with logging off, nobody else listening, the events are not
+        even built (``wants`` is false)."""
+        self._logged = dict(logged)
+        self._logging = enabled
 
     def on(self, name: str, fn: Subscriber) -> Unsubscribe:
         """Subscribe ``fn`` to ``name``; returns a function that unsubscribes it.
@@ -280,7 +289,7 @@ class EventBus:
     def wants(self, name: str) -> bool:
         """True when someone listens to ``name`` (lets the engine skip building events)."""
         wanted = self._wanted
-        return wanted is None or name in wanted
+        return wanted is None or name in wanted or (name in self._logged and self._logging())
 
     def _refresh(self) -> None:
         subs = self._subscribers
@@ -288,6 +297,9 @@ class EventBus:
 
     async def emit(self, event: Event) -> None:
         """Deliver ``event`` to its subscribers, then to the ``"*"`` ones, in order."""
+        logged = self._logged.get(event.name)
+        if logged is not None and self._logging():
+            logged(event)
         for fn in (*self._subscribers.get(event.name, ()), *self._subscribers.get("*", ())):
             try:
                 result = fn(event)

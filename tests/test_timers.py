@@ -150,7 +150,8 @@ async def test_a_sleeping_run_survives_an_engine_restart(reopen: StorageFactory,
 async def test_many_sleeping_runs_wake_in_due_order(engine: FluxEngine, clock: FakeClock) -> None:
     order: list[int] = []
 
-    def note(ctx: StepContext[Any]) -> None:
+    async def note(ctx: StepContext[Any]) -> None:
+        # async: a sync step would run on a thread, racing the fake time moved below
         order.append(ctx.input["n"])
 
     flow = (

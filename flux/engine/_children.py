@@ -70,7 +70,7 @@ class ChildHost:
     """Make a workflow (or builder) known; returns its plan."""
     drive: Callable[[RunDriver, int], Awaitable[RunResult]]
     """Drive a run in this engine until it ends or suspends."""
-    running: Callable[[str], asyncio.Task[RunResult] | None]
+    running: Callable[[str], asyncio.Future[RunResult | None] | None]
     """The task driving a run in this engine, if any."""
     labels: Callable[[str], Mapping[str, str]]
     """The labels of a run driven here (a child run gets its parent's)."""
@@ -137,9 +137,12 @@ class Children:
         """The result of an existing child, driving it on if it is due and nobody else does."""
         if run.status.finished:
             return RunResult.from_record(run)
-        task = self.host.running(run.id)
-        if task is not None:
-            return await asyncio.shield(task)
+        ending = self.host.running(run.id)
+        if ending is not None:
+            result = await ending
+            if result is not None:
+                return result
+            run = await self.host.env.storage.load(run.id) or run  # its drive failed
         now = self.host.env.clock.now()
         due = run.status in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.ROLLING_BACK) or (
             run.status == RunStatus.SUSPENDED and run.wake_at is not None and run.wake_at <= now

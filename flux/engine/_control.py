@@ -32,7 +32,8 @@ class ControlOps:
     _registry: WorkflowRegistry
     _bus: EventBus
     _active: dict[str, RunDriver]
-    _tasks: dict[str, asyncio.Task[RunResult]]
+    _tasks: dict[str, asyncio.Task[Any]]
+    _running: Callable[[str], asyncio.Future[RunResult | None] | None]
     notify: Callable[[str | None, str | None], None]
     _load: Callable[[str], Awaitable[RunRecord]]
     _claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
@@ -99,11 +100,12 @@ class ControlOps:
         completed steps are compensated first. ``workflow_cancel`` is emitted.
         """
         driver, task = self._active.get(run_id), self._tasks.get(run_id)
-        if driver is not None and task is not None:
+        ending = self._running(run_id) if driver is not None and task is not None else None
+        if driver is not None and task is not None and ending is not None:
             driver.request_cancel(reason, compensate)
             task.cancel()
-            result = await asyncio.shield(task)
-            if result.status.finished:
+            result: RunResult | None = await ending
+            if result is not None and result.status.finished:
                 return result
             # It suspended before the request reached it: cancel the stored run below.
         run = await self._load(run_id)

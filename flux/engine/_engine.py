@@ -119,7 +119,11 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
         """Runs this engine drives or has claimed to drive: nothing else here may drive them."""
         self._kept: dict[str, asyncio.Event] = {}
         """Runs an ``execute`` keeps while they wait on time; set the event to wake it early."""
-        self._tasks: dict[str, asyncio.Task[RunResult]] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        """The task driving each run in ``_active`` (the caller's own: runs get no task of
+        their own, ``cancel`` cancels this one and the run catches it)."""
+        self._endings: dict[str, list[asyncio.Future[RunResult | None]]] = {}
+        """Who waits for a drive here to end (``_running``), by run id."""
         self._finished: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self.poll_interval = poll_interval
@@ -369,31 +373,44 @@ class FluxEngine(EventSource, DurabilityOps, ControlOps):
             self._reserved.discard(run_id)
 
     async def _drive_reserved(self, driver: RunDriver, start: int, resumed_from: str | None) -> RunResult:
+        # The run is driven in the caller's task: a task of its own would cost two trips
+        # through the event loop per run. ``cancel`` cancels this task; the run catches that
+        # (it holds the request) and ends cancelled.
         run_id = driver.header.id
-        task = asyncio.get_running_loop().create_task(driver.run(start, resumed_from=resumed_from))
+        task = asyncio.current_task()
         self._active[run_id] = driver
-        self._tasks[run_id] = task
+        if task is not None:
+            self._tasks[run_id] = task
         self._ensure_heartbeat()
+        result: RunResult | None = None
         try:
-            result = await task
+            result = await driver.run(start, resumed_from=resumed_from)
         except LeaseLostError as exc:
             _logs.lease_lost(run_id, driver.header.workflow, exc)
             raise
         except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the caller is being cancelled: so is the run's task
+            if task is not None and task.cancelling():
+                raise  # the caller is being cancelled, not the run: it stays stored as it is
             result = await self._escaped(driver.header, exc)  # a step or subscriber raised it
         except Exception as exc:
             result = await self._escaped(driver.header, exc)
         finally:
             self._active.pop(run_id, None)
             self._tasks.pop(run_id, None)
+            for ending in self._endings.pop(run_id, ()):
+                if not ending.done():
+                    ending.set_result(result)
         self.notify("due" if result.status == RunStatus.SUSPENDED else None, run_id)
         return result
 
-    def _running(self, run_id: str) -> asyncio.Task[RunResult] | None:
-        return self._tasks.get(run_id) if run_id in self._active else None
+    def _running(self, run_id: str) -> asyncio.Future[RunResult | None] | None:
+        """The end of the drive of ``run_id`` going on here (None: none): its result, or None
+        when it ended by an exception."""
+        if run_id not in self._active:
+            return None
+        ending: asyncio.Future[RunResult | None] = asyncio.get_running_loop().create_future()
+        self._endings.setdefault(run_id, []).append(ending)
+        return ending
 
     def _labels_of(self, run_id: str) -> Mapping[str, str]:
         driver = self._active.get(run_id)

@@ -43,7 +43,8 @@ class LogBook:
     def __init__(self, records: Iterable[StepRecord], limits: LogLimits, now: Callable[[], datetime]) -> None:
         self._limits = limits
         self._now = now
-        self._lines: dict[int, list[LogLine]] = {}
+        self.visits: dict[int, list[LogLine]] = {}
+        """The lines kept so far, by visit seq (only visits that logged are here)."""
         self._dropped: dict[int, int] = {}
         self._kept: dict[int, tuple[LogLine, ...]] = {}
         for record in records:
@@ -56,12 +57,12 @@ class LogBook:
             found = _NOTE_COUNT.match(lines[-1].message)
             self._dropped[seq] = int(found[1]) if found else 0
             lines.pop()
-        self._lines[seq] = lines
+        self.visits[seq] = lines
         self._kept[seq] = logs
 
     def add(self, seq: int, level: int, message: str) -> None:
         """Keep one line of visit ``seq`` (the :data:`flux.context.LogSink` of its contexts)."""
-        lines = self._lines.setdefault(seq, [])
+        lines = self.visits.setdefault(seq, [])
         limits = self._limits
         if len(lines) >= limits.lines:
             self._dropped[seq] = self._dropped.get(seq, 0) + 1
@@ -77,11 +78,11 @@ class LogBook:
     def attach(self, record: StepRecord) -> StepRecord:
         """``record`` carrying the lines kept for its visit."""
         seq = record.seq
-        if seq not in self._lines:
+        if seq not in self.visits:
             return record
         kept = self._kept.get(seq)
         if kept is None:
-            kept = tuple(self._lines[seq])
+            kept = tuple(self.visits[seq])
             dropped = self._dropped.get(seq, 0)
             if dropped:
                 note = _NOTE.format(dropped, self._limits.lines)

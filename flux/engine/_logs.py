@@ -90,10 +90,13 @@ _SUBSCRIBERS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _info_enabled() -> bool:
+    return logger.isEnabledFor(logging.INFO)
+
+
 def attach(bus: EventBus) -> None:
-    """Log a bus's run-level events (a few per run: cheap whether logging is on or off)."""
-    for name, fn in _SUBSCRIBERS.items():
-        bus.on(name, fn)
+    """Log a bus's run-level events; while INFO is off for ``flux.engine`` they cost nothing."""
+    bus.log_with(_SUBSCRIBERS, _info_enabled)
 
 
 def checkpoint(run: RunRecord, steps: Sequence[StepRecord]) -> None:

@@ -17,14 +17,25 @@ from typing import Any, NamedTuple, Protocol
 import attrs
 
 from flux.clock import Clock
-from flux.context import ChildRunner, DataCopy, RunData, StepContext
+from flux.context import ChildRunner, DataCopy, RunData, RunScope, StepContext
 from flux.engine import _logs
 from flux.engine._activity import Activity
 from flux.engine._keys import GOTO
 from flux.engine._logbook import LogBook, LogLimits
 from flux.events import Event, EventBus, StepComplete, StepFailed, StepSkip, StepSuspend
 from flux.plan import StepSpec, Workflow
-from flux.records import EMPTY, JSON, ErrorInfo, RunRecord, StepRecord, replay_data, replay_outputs
+from flux.records import (
+    EMPTY,
+    JSON,
+    ErrorInfo,
+    RunRecord,
+    StepRecord,
+    checkpointed,
+    replay_data,
+    replay_outputs,
+    revise,
+    step_visit,
+)
 from flux.result import RunResult
 from flux.retry import RetryPolicy
 from flux.serde import check_json, copy_json
@@ -32,7 +43,6 @@ from flux.status import StepStatus
 from flux.storage.protocol import Storage
 
 OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
-_RUN_FIELDS = tuple(field.name for field in attrs.fields(RunRecord) if field.name != "steps")
 
 
 class RunHooks(Protocol):
@@ -138,7 +148,6 @@ class RunState:
         self.workflow = workflow
         self.header = header
         """The run's own fields as last checkpointed (without step records)."""
-        self._header_fields: dict[str, Any] = {}
         self.set_header(header)
         self.records = records
         self.data = RunData(copy_json(replay_data(records)))
@@ -155,11 +164,20 @@ class RunState:
         """Busy visits of a flow; a signal for this run pokes it (see ``_activity.py``)."""
         self.logbook = LogBook(records, env.log_limits, env.clock.now)
         """Lines logged through ``ctx.log``, attached to their visits' records by ``put``."""
+        self.scope = RunScope(
+            typed_input,
+            self.outputs,
+            header.id,
+            header.workflow,
+            self.record_action,
+            env.children,
+            self.logbook.add,
+        )
+        """What the step contexts of this run share."""
 
     def set_header(self, value: RunRecord) -> None:
         """Take the run's fields from ``value`` (a claimed or loaded run); its steps are not kept."""
-        self._header_fields = {name: getattr(value, name) for name in _RUN_FIELDS}
-        self.header = attrs.evolve(value, steps=()) if value.steps else value
+        self.header = revise(value, steps=()) if value.steps else value
 
     def event(self, cls: type[Event], **fields: Any) -> None:
         """Queue an event; it is emitted after the next checkpoint (if anyone listens)."""
@@ -175,7 +193,8 @@ class RunState:
 
     def put(self, record: StepRecord) -> None:
         """Set a visit's record (a new one at the end); written by the next checkpoint."""
-        record = self.logbook.attach(record)
+        if record.seq in self.logbook.visits:
+            record = self.logbook.attach(record)
         if record.seq == len(self.records):
             self.records.append(record)
         else:
@@ -187,11 +206,7 @@ class RunState:
         the pending events; returns the time of the checkpoint. ``at`` is the time of the
         transition when the caller has just read the clock."""
         now = at or self.env.clock.now()
-        fields = self._header_fields
-        fields["updated_at"] = now
-        fields["lease_expires_at"] = now + self.env.lease
-        fields.update(changes)
-        self.header = RunRecord(**fields)
+        self.header = checkpointed(self.header, now, now + self.env.lease, changes)
         pending, self.pending = self.pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
         events, self._events = self._events, []
@@ -244,21 +259,8 @@ class RunState:
         self, name: str, seq: int, attempt: int, data: RunData, failure: ErrorInfo | None = None
     ) -> StepContext[Any]:
         """The :class:`StepContext` of one attempt of visit ``seq``."""
-        return StepContext(
-            input=self.input,
-            data=data,
-            outputs=self.outputs,
-            run_id=self.header.id,
-            workflow=self.header.workflow,
-            step=name,
-            attempt=attempt,
-            actions=self.records[seq].actions if seq < len(self.records) else EMPTY,
-            recorder=self.record_action,
-            seq=seq,
-            failure=failure,
-            child_runner=self.env.children,
-            log_sink=self.logbook.add,
-        )
+        actions = self.records[seq].actions if seq < len(self.records) else EMPTY
+        return StepContext.of(self.scope, name, seq, attempt, data, actions, failure)
 
     def copy_data(self) -> DataCopy:
         """A private copy of the run's data (a step beside others, a predicate, a compensation)."""
@@ -306,18 +308,18 @@ class RunState:
         actions = current.actions
         if goto is not None:
             actions = {**actions, GOTO: goto}
-        done = StepRecord(
-            seq=record.seq,
-            step=record.step,
-            status=StepStatus.COMPLETED,
-            attempts=record.attempts,
-            started_at=record.started_at or now,
-            finished_at=now,
-            output=output,
-            data_set=data_set,
-            data_unset=data_unset,
-            condition=record.condition,
-            actions=actions,
+        done = step_visit(
+            record.seq,
+            record.step,
+            StepStatus.COMPLETED,
+            record.attempts,
+            record.started_at or now,
+            now,
+            output,
+            data_set,
+            data_unset,
+            record.condition,
+            actions,
         )
         self.put(done)
         if merge is not None:

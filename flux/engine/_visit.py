@@ -32,7 +32,7 @@ from flux.engine._waits import Call, pause
 from flux.errors import LeaseLostError, UnknownStepError
 from flux.events import StepRetry, StepStart
 from flux.plan import StepSpec, is_async_callable
-from flux.records import EMPTY, ErrorInfo, StepRecord
+from flux.records import EMPTY, ErrorInfo, StepRecord, step_visit
 from flux.serde import check_json, copy_json
 from flux.status import RunStatus, StepStatus
 from flux.waiting import WaitRequest
@@ -175,14 +175,8 @@ class Visitor:
                 actions = d.records[seq].actions if seq < len(d.records) else EMPTY
                 if WAITING_CHILD in actions:
                     actions = {k: v for k, v in actions.items() if k != WAITING_CHILD}
-                running = StepRecord(
-                    seq=seq,
-                    step=call.name,
-                    status=StepStatus.RUNNING,
-                    attempts=attempt,
-                    started_at=started,
-                    condition=condition,
-                    actions=actions,
+                running = step_visit(
+                    seq, call.name, StepStatus.RUNNING, attempt, started, condition=condition, actions=actions
                 )
                 d.put(running)
                 if wants_start:
