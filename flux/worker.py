@@ -171,6 +171,9 @@ class Worker:
             wave = self._wave(left, self.concurrency - len(self._tasks))
             if not wave:
                 return
+            if len(wave) == 1:  # a claim alone needs no task of its own
+                await self._take(wave[0])
+                continue
             for outcome in await asyncio.gather(*map(self._take, wave), return_exceptions=True):
                 if outcome is not None:
                     raise outcome
