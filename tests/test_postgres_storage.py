@@ -184,3 +184,21 @@ async def test_a_stored_signal_is_announced_by_its_own_transaction(pg: PostgresS
         assert await asyncio.wait_for(heard.get(), timeout=10) == "end"
     finally:
         await listener.close()
+
+
+async def test_a_pool_of_one_connection_is_shared_by_checkpoints_and_other_calls() -> None:
+    """With max_size=1 the checkpoint writer keeps no connection between batches: concurrent
+    runs (checkpoints, claims, loads) all get through the one connection."""
+    dsn, schema = postgres_dsn(), new_schema()
+    store = PostgresStorage(dsn, schema=schema, min_size=1, max_size=1)
+    flow = create_workflow("single").step("a", lambda ctx: 1).step("b", lambda ctx: 2)
+    try:
+        async with FluxEngine(storage=store, workflows=[flow], poll_interval=5) as engine:
+            started = [await engine.start(flow) for _ in range(5)]
+            async with engine.worker(concurrency=5):
+                runs = asyncio.gather(*(engine.execute(flow) for _ in range(5)))
+                executed = await asyncio.wait_for(runs, timeout=60)  # a held connection: stuck
+                waited = [await engine.wait_result(run_id, timeout=30) for run_id in started]
+    finally:
+        await drop_schema(dsn, schema)
+    assert {r.status for r in executed + waited} == {RunStatus.COMPLETED}
