@@ -14,13 +14,15 @@ import signal
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from flux._duration import to_count, to_seconds
 from flux._scheduler import ScheduleRunner, SchedulingEngine
 from flux.clock import Clock
+from flux.engine._logs import fields
 from flux.engine._ownership import host_name, owner_is_dead
 from flux.engine._work import WorkSource
+from flux.plan import Workflow
 from flux.records import RunRecord
 from flux.result import RunResult
 from flux.schedule import Schedule
@@ -196,7 +198,9 @@ class Worker:
             plan = work.plan_for(run)
         except Exception as exc:
             self._skipped.add(run.id)
-            logger.error("worker leaves run %s to others: %s", run.id, exc)
+            logger.error(
+                "worker leaves run %s to others: %s", run.id, exc, extra=fields(run.id, run.workflow)
+            )
             return
         claimed = await work.claim(run)
         if claimed is None:
@@ -206,18 +210,14 @@ class Worker:
             # finished again, a failed one run again.
             await work.release(run.id)
             return
-        task = asyncio.get_running_loop().create_task(work.drive(plan, claimed, None))
+        task = asyncio.get_running_loop().create_task(_drive_logged(work, plan, claimed))
         self._tasks[task] = run.id
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[RunResult]) -> None:
-        run_id = self._tasks.pop(task, None)
-        if not task.cancelled():
-            error = task.exception()
-            if error is not None:
-                logger.error("worker failed to drive run %s: %r", run_id, error)
-            else:
-                self.completed += 1
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is None:  # errors: logged by _drive_logged
+            self.completed += 1
         self.engine.notify()
 
     async def _drain(self) -> None:
@@ -257,3 +257,12 @@ def _abandoned(run: RunRecord, now: datetime) -> bool:
     if run.lease_expires_at < now:
         return True
     return owner_is_dead(run.owner)
+
+
+async def _drive_logged(work: WorkSource, plan: Workflow[Any], run: RunRecord) -> RunResult:
+    """Drive a claimed run; an error that escapes is logged (with the run's fields) and raised."""
+    try:
+        return await work.drive(plan, run, None)
+    except Exception as error:
+        logger.error("worker failed to drive run %s: %r", run.id, error, extra=fields(run.id, run.workflow))
+        raise

@@ -91,7 +91,7 @@ async def test_takeover_and_lease_loss_are_warnings(caplog: pytest.LogCaptureFix
     async def steal(ctx: StepContext[Any]) -> None:
         stolen = await storage.load(ctx.run_id)
         assert stolen is not None
-        await second._claim(stolen)  # the second process takes the run over
+        await second.work.claim(stolen)  # the second process takes the run over
 
     flow = create_workflow("stolen").step("steal", steal).step("after", lambda ctx: None).build()
     caplog.set_level(logging.WARNING, logger="flux")
@@ -100,3 +100,34 @@ async def test_takeover_and_lease_loss_are_warnings(caplog: pytest.LogCaptureFix
     warnings = [msg for level, msg, *_ in _records(caplog, "r1") if level == "WARNING"]
     assert warnings[0] == f"run r1 of stolen taken over from {first.owner} (its lease expired)"
     assert warnings[1].startswith("run r1 of stolen: lease lost, another process drives it now")
+
+
+async def test_a_worker_logs_a_run_it_could_not_drive(caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose lease another process took mid-run: the worker driving it logs an ERROR
+    naming the run, with its run_id and workflow fields, and goes on."""
+    storage, clock = MemoryStorage(), FakeClock()
+    first = FluxEngine(storage, clock=clock)
+    second = FluxEngine(storage, clock=FakeClock(clock.now() + timedelta(seconds=31)))
+    stolen_once: list[str] = []
+
+    async def steal(ctx: StepContext[Any]) -> None:
+        stolen = await storage.load(ctx.run_id)
+        assert stolen is not None
+        await second.work.claim(stolen)
+        stolen_once.append(ctx.run_id)
+
+    flow = create_workflow("stolen").step("steal", steal).step("after", lambda ctx: None).build()
+    caplog.set_level(logging.ERROR, logger="flux")
+    run_id = await first.start(flow, run_id="w1")
+    worker = first.worker()
+    async with worker:
+        for _ in range(100):  # until the worker has taken the run and failed to drive it
+            if _records(caplog, run_id):
+                break
+            await clock.advance(first.poll_interval)
+    errors = _records(caplog, run_id)
+    assert errors[0][0] == "ERROR"
+    assert errors[0][1].startswith("worker failed to drive run w1: LeaseLostError(")
+    workflows = [getattr(r, "workflow", None) for r in caplog.records if getattr(r, "run_id", None) == run_id]
+    assert workflows == ["stolen"]
+    assert stolen_once == ["w1"] and worker.completed == 0
