@@ -56,16 +56,18 @@ def step_writes(sql: Statements, run_id: str, steps: Sequence[StepRecord]) -> St
     Raises:
         StorageError: a value of a record cannot be stored.
     """
-    writes = []
-    for start in range(0, len(steps), _ROWS_PER_UPSERT):
-        shapes = []
-        values: tuple[Any, ...] = ()
-        for step in steps[start : start + _ROWS_PER_UPSERT]:
-            shape, row = step_params(run_id, step)
-            shapes.append(shape)
-            values += row
-        writes.append((sql.upsert_steps(tuple(shapes)), values))
-    return tuple(writes)
+    if len(steps) > _ROWS_PER_UPSERT:
+        chunks = range(0, len(steps), _ROWS_PER_UPSERT)
+        return sum([step_writes(sql, run_id, steps[i : i + _ROWS_PER_UPSERT]) for i in chunks], ())
+    if not steps:
+        return ()
+    shapes = []
+    values: tuple[Any, ...] = ()
+    for step in steps:
+        shape, row = step_params(run_id, step)
+        shapes.append(shape)
+        values += row
+    return ((sql.upsert_steps(tuple(shapes)), values),)
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -83,6 +85,7 @@ class SQLiteOps:
         self._written: dict[str, Row] = {}
         """The row of each unfinished run as this connection last committed it (for a tick:
         see ``write_checkpoints``); dropped by any other write to the run through it."""
+        self._cursor: sqlite3.Cursor | None = None
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -94,7 +97,7 @@ class SQLiteOps:
         """
         deadline = None
         pause = 0.001
-        cursor = conn.cursor()  # one for BEGIN and COMMIT: each conn.execute makes a new one
+        cursor = self.cursor(conn)
         while True:
             try:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -116,6 +119,13 @@ class SQLiteOps:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
+
+    def cursor(self, conn: sqlite3.Connection) -> sqlite3.Cursor:
+        """A cursor of ``conn`` kept for the writes (``conn.execute`` makes a new one each time)."""
+        cursor = self._cursor
+        if cursor is None or cursor.connection is not conn:
+            cursor = self._cursor = conn.cursor()
+        return cursor
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -236,7 +246,7 @@ class SQLiteOps:
     def _write_batch(
         self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
     ) -> tuple[list[BaseException | None], dict[str, Row | None]]:
-        cursor = conn.cursor()
+        cursor = self.cursor(conn)
         known = self._written
         tick_sql = self.sql["run_tick"]
         outcomes: list[BaseException | None] = []
@@ -251,7 +261,7 @@ class SQLiteOps:
                     outcomes.append(None)
                     continue
                 run = (*run[:6], tick[0], *run[7:10], tick[1], *run[11:])
-            lost = self._write_run(cursor, run, same_input, fresh=last is None)
+            lost = self._write_run(cursor, run, same_input, last)
             written[run_id] = None if lost else run
             if lost is None:
                 for statement in steps:
@@ -260,23 +270,27 @@ class SQLiteOps:
         return outcomes, written
 
     def _write_run(
-        self, cursor: sqlite3.Cursor, run: Row, same_input: bool, *, fresh: bool
+        self, cursor: sqlite3.Cursor, run: Row, same_input: bool, last: Row | None
     ) -> LeaseLostError | None:
-        """Write a run's whole row (insert it if new); the LeaseLostError if it is fenced off."""
+        """Write a run's whole row, given the row this connection last committed for it (None:
+        unknown; then the run may be new: it is inserted first). The LeaseLostError if the run
+        is fenced off."""
         sql = self.sql
         bind = sql.bind
         run_id, owner = run[0], run[9]
-        if fresh and cursor.execute(*bind(sql["run_insert_new"], run)).rowcount:
+        if last is None and cursor.execute(*bind(sql["run_insert_new"], run)).rowcount:
             return None
-        # Row positions: see RUN_COLUMNS. First the steady UPDATE (no indexed column changes),
-        # else the full one (fenced by the owner), else it is a new run or fenced.
+        # Row positions: see RUN_COLUMNS. First the steady UPDATE (no indexed column changes;
+        # not tried when the last row says one does), else the full one (fenced by the
+        # owner), else it is a new run or fenced.
         where = (run_id, owner, run[1], run[3], run[11])
-        if same_input:
-            steady = bind(sql["run_steady_keep_input"], (run[2], *run[6:9], run[10], run[12], *where))
-        else:
-            steady = bind(sql["run_steady"], (run[2], run[4], *run[6:9], run[10], run[12], *where))
-        if cursor.execute(*steady).rowcount:
-            return None
+        if last is None or (last[1], last[3], last[11]) == where[2:]:
+            if same_input:
+                steady = bind(sql["run_steady_keep_input"], (run[2], *run[6:9], run[10], run[12], *where))
+            else:
+                steady = bind(sql["run_steady"], (run[2], run[4], *run[6:9], run[10], run[12], *where))
+            if cursor.execute(*steady).rowcount:
+                return None
         full = bind(sql["run_checkpoint"], (*run[1:5], *run[6:13], run_id, owner, owner))
         if cursor.execute(*full).rowcount:
             return None

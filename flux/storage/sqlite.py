@@ -277,15 +277,21 @@ class SQLiteStorage:
 
     async def _write_checkpoints(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
         """Write a batch of checkpoints in one transaction (one thread hop); one outcome each."""
+        db = self._db
         try:
-            outcomes = await self._call(self._ops.write_checkpoints, items)
+            if db is None:
+                outcomes = await self._call(self._ops.write_checkpoints, items)
+            else:
+                outcomes = await self._run(db, self._ops.write_checkpoints, items)
         except Exception as exc:
             error = self._outcome_error(exc)
             if error is exc:
                 raise
             raise error from exc
         self._wal.written(len(items))
-        return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
+        if any(outcomes):
+            return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
+        return outcomes
 
     def _encode(self, run: RunRecord, steps: Sequence[StepRecord]) -> Checkpoint:
         """A checkpoint of ``run`` and ``steps``, each value encoded once: the fields that are
