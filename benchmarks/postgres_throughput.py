@@ -16,6 +16,11 @@ everything happens in a schema of its own, dropped at the end. Printed, each the
   ``--worker``). The machine's cores bound this curve: each worker is one Python process, and
   PostgreSQL needs CPU too; where the curve flattens, the cores are busy.
 
+The ratios depend on how long a commit takes on the server's disk (printed as the raw loop's
+time per step): when it is long, the disk dominates both sides; when it is short, the extra
+work of a flux checkpoint (three rows with their indexes, not one) and flux's Python show.
+docs/guides/postgres.md ("Performance") gives measured numbers for both cases.
+
 Not part of the test run: it measures, it does not assert.
 """
 

@@ -60,12 +60,14 @@ class RunData(dict[str, JSON]):
         return value
 
     def __setitem__(self, key: str, value: JSON) -> None:
-        if not isinstance(key, str) or not valid_text(key):
+        if not (type(key) is str and key.isascii()) and not (isinstance(key, str) and valid_text(key)):
             raise SerializationError(
                 f"ctx.data keys must be str (JSON object keys) of valid Unicode text, got {key!r}"
             )
-        super().__setitem__(key, value)
-        self._touch(key)
+        dict.__setitem__(self, key, value)
+        self._touched.add(key)  # _touch, inlined: every data write comes here
+        if self._removed:
+            self._removed.discard(key)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
@@ -114,13 +116,15 @@ class RunData(dict[str, JSON]):
 
     def take_changes(self) -> tuple[Mapping[str, JSON], tuple[str, ...]]:
         """The keys set (with their values) and removed since the last call; resets tracking."""
-        if not self._touched and not self._removed:
+        touched, removed = self._touched, self._removed
+        if not touched and not removed:
             return EMPTY, ()
-        changed = {key: dict.__getitem__(self, key) for key in self._touched if key in self}
-        removed = tuple(sorted(self._removed))
-        self._touched = set()
+        changed = {key: dict.__getitem__(self, key) for key in touched if key in self}
+        touched.clear()
+        if not removed:
+            return changed, ()
         self._removed = set()
-        return changed, removed
+        return changed, tuple(sorted(removed))
 
     def apply(self, changed: Mapping[str, JSON], removed: Iterable[str]) -> None:
         """Apply recorded changes without tracking them as new ones."""

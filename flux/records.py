@@ -392,9 +392,7 @@ def checkpointed(
     if changes:
         changes = {"updated_at": updated_at, "lease_expires_at": lease_expires_at, **changes}
         return revise(run, **changes)
-    return _built(
-        RunRecord, {**run.__dict__, "updated_at": updated_at, "lease_expires_at": lease_expires_at}
-    )
+    return _built(RunRecord, {**run.__dict__, "updated_at": updated_at, "lease_expires_at": lease_expires_at})
 
 
 def replay_data(steps: Iterable[StepRecord], base: Mapping[str, JSON] | None = None) -> dict[str, JSON]:

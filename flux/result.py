@@ -12,7 +12,7 @@ from flux.records import JSON, ErrorInfo, RunRecord, StepRecord
 from flux.status import RunStatus
 
 
-@attrs.frozen(kw_only=True, repr=False)
+@attrs.frozen(kw_only=True, repr=False, slots=False)  # dict-based: cheaper to make (one per run)
 class RunResult:
     """The state of a run, frozen.
 

@@ -92,6 +92,66 @@ def copy_json(value: JSON) -> JSON:
     return _loads(_dumps(value))
 
 
+class _NotPlain(Exception):
+    """Raised by ``_plain_copy``: the value needs the careful path (``check_json``)."""
+
+
+def _plain_copy(value: Any) -> Any:
+    """A deep copy of ``value`` if it is made of exact JSON types that storage can hold (str
+    keys, valid text, finite floats, ints within the digit limit); else raises ``_NotPlain``.
+
+    Checks and copies in one walk, scalars inline: it runs on every step's data and output.
+    """
+    kind = type(value)
+    if kind is dict:
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                raise _NotPlain
+            kind = type(item)
+            if kind is str:
+                if not (item.isascii() or _utf8(item)):
+                    raise _NotPlain
+            elif kind is int:
+                if item.bit_length() > _SAFE_BITS:
+                    raise _NotPlain
+            elif kind is float:
+                if not math.isfinite(item):
+                    raise _NotPlain
+            elif kind is not bool and item is not None:
+                item = _plain_copy(item)
+            copy[key] = item
+        return copy
+    if kind is list:
+        return [item if type(item) in _TEXTLESS else _plain_copy(item) for item in value]
+    if kind is str:
+        if value.isascii() or _utf8(value):
+            return value
+    elif kind is int:
+        if value.bit_length() <= _SAFE_BITS:
+            return value
+    elif kind is float:
+        if math.isfinite(value):
+            return value
+    elif kind is bool or value is None:
+        return value
+    raise _NotPlain
+
+
+_TEXTLESS = frozenset({bool, type(None)})  # scalars a list item needs no check for
+
+
+def copy_checked(value: JSON, check: Callable[[], None]) -> JSON:
+    """``copy_json(value)``, once ``value`` is known to be storable: in one walk when it is
+    made of plain JSON types (the usual case), else after ``check()`` (which raises
+    :class:`SerializationError` naming what is wrong, see :func:`check_json`)."""
+    try:
+        return _plain_copy(value)
+    except (_NotPlain, RecursionError):
+        check()
+        return copy_json(value)
+
+
 def _utf8(text: str) -> bool:
     """True when ``text`` encodes as UTF-8 (no lone surrogates, which no database stores)."""
     try:

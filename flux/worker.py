@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol
@@ -164,13 +164,31 @@ class Worker:
             # no longer renewed, and is taken back here once its lease has lapsed.
             if not engine.work.driving(run.id) and _abandoned(run, now):
                 candidates.append(run)
-        for run in candidates:
-            if len(self._tasks) >= self.concurrency:
+        # Claimed a wave at a time, a wave's claims at once: a claim is a commit, and one
+        # after another they would hold a worker to one new run per commit latency.
+        left = iter(candidates)
+        while len(self._tasks) < self.concurrency:
+            wave = self._wave(left, self.concurrency - len(self._tasks))
+            if not wave:
                 return
+            if len(wave) == 1:  # a claim alone needs no task of its own
+                await self._take(wave[0])
+                continue
+            for outcome in await asyncio.gather(*map(self._take, wave), return_exceptions=True):
+                if outcome is not None:
+                    raise outcome
+
+    def _wave(self, candidates: Iterator[RunRecord], size: int) -> list[RunRecord]:
+        """The next ``size`` candidates this worker may take."""
+        wave: dict[str, RunRecord] = {}
+        for run in candidates:
             # A run taken on an earlier pass may not have started yet (so is not active yet).
-            taken = run.id in self._tasks.values()
-            if not engine.work.driving(run.id) and run.id not in self._skipped and not taken:
-                await self._take(run)
+            taken = run.id in self._tasks.values() or run.id in wave
+            if not self.engine.work.driving(run.id) and run.id not in self._skipped and not taken:
+                wave[run.id] = run
+                if len(wave) == size:
+                    break
+        return list(wave.values())
 
     async def _take(self, run: RunRecord) -> None:
         work = self.engine.work

@@ -13,9 +13,10 @@ import pytest
 from postgres_support import drop_schema, new_schema, postgres_dsn, schema_storage
 
 from flux import FluxEngine, RunStatus, StepContext, create_workflow
-from flux.errors import SchemaVersionError, StorageError
+from flux.errors import SchemaVersionError, StorageError, UnknownSignalError
 from flux.storage import PostgresStorage, from_url
 from flux.storage._postgres_sql import MIGRATIONS
+from flux.testing._factories import at, run_record
 
 
 @pytest.fixture
@@ -157,3 +158,47 @@ async def test_runs_complete_when_the_engines_connections_are_terminated_mid_run
     assert terminated > 0
     assert [r.status for r in results] == [RunStatus.COMPLETED] * 10
     assert set(calls.values()) == {1} and len(calls) == 30
+
+
+# --- wake-ups -----------------------------------------------------------------------------
+
+
+async def test_a_stored_signal_is_announced_by_its_own_transaction(pg: PostgresStorage) -> None:
+    """add_signal NOTIFYs the waker's channel as it commits; a refused signal (past its limit,
+    or for an unknown run) announces nothing, and the waker does not send the signal again."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(postgres_dsn())
+    waker = pg.waker()
+    try:
+        await listener.add_listener(waker.channel, lambda *args: heard.put_nowait(args[-1]))
+        await pg.create(run_record("waiting", status=RunStatus.SUSPENDED))
+        await pg.add_signal("waiting", "go", {"n": 1}, at(1), limit=1)
+        assert await asyncio.wait_for(heard.get(), timeout=10) == "signal waiting"
+        with pytest.raises(UnknownSignalError):
+            await pg.add_signal("waiting", "go", {"n": 2}, at(2), limit=1)
+        assert await pg.add_signal("unknown", "go", None, at(2)) is None
+        await waker.open(lambda: None)
+        waker.publish("signal", "waiting")  # announced already: not sent again
+        await waker.close()
+        await listener.execute("SELECT pg_notify($1, 'end')", waker.channel)  # marks the end
+        assert await asyncio.wait_for(heard.get(), timeout=10) == "end"
+    finally:
+        await listener.close()
+
+
+async def test_a_pool_of_one_connection_is_shared_by_checkpoints_and_other_calls() -> None:
+    """With max_size=1 the checkpoint writer keeps no connection between batches: concurrent
+    runs (checkpoints, claims, loads) all get through the one connection."""
+    dsn, schema = postgres_dsn(), new_schema()
+    store = PostgresStorage(dsn, schema=schema, min_size=1, max_size=1)
+    flow = create_workflow("single").step("a", lambda ctx: 1).step("b", lambda ctx: 2)
+    try:
+        async with FluxEngine(storage=store, workflows=[flow], poll_interval=5) as engine:
+            started = [await engine.start(flow) for _ in range(5)]
+            async with engine.worker(concurrency=5):
+                runs = asyncio.gather(*(engine.execute(flow) for _ in range(5)))
+                executed = await asyncio.wait_for(runs, timeout=60)  # a held connection: stuck
+                waited = [await engine.wait_result(run_id, timeout=30) for run_id in started]
+    finally:
+        await drop_schema(dsn, schema)
+    assert {r.status for r in executed + waited} == {RunStatus.COMPLETED}

@@ -4,9 +4,10 @@ Async handlers run on the loop; sync handlers in a worker thread (a sync attempt
 interrupted: at its deadline it is failed and its thread abandoned).
 
 The deadline runs from the attempt's start (``started``, read before the handler is called).
-An async handler runs up to its first suspension before any timer is set: one that finishes
-without ever suspending needs no timer, which keeps a trivial step cheap. One that suspends
-is checked then: past its deadline already (blocking work before its first ``await``), it is
+An async handler runs up to its first suspension before any timer is set (the visit loop
+does that first step itself, ``coroutine.send(None)``): one that finishes without ever
+suspending needs no timer, which keeps a trivial step cheap. One that suspends is checked
+then (:func:`resume_handler`): past its deadline already (blocking work before its first ``await``), it is
 stopped there and fails with :class:`StepTimeoutError` at once; otherwise the timer is armed
 for what is left. A coroutine that never suspends cannot be stopped at all: it is stopped at
 its first suspension after the deadline, and one that returns without suspending keeps its
@@ -22,7 +23,6 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Executor
 from datetime import datetime
-from types import CoroutineType
 from typing import Any
 
 from flux.clock import Clock
@@ -30,46 +30,61 @@ from flux.context import StepContext
 from flux.errors import StepTimeoutError
 
 
-async def call_handler(
+async def call_sync(
     clock: Clock,
     executor: Callable[[], Executor],
     fn: Callable[..., Any],
     context: StepContext[Any],
     timeout: float,
-    is_async: bool,
-    started: datetime | None = None,
 ) -> Any:
-    """Call ``fn(context)``; raise :class:`StepTimeoutError` if it outlives ``timeout`` seconds
-    from ``started`` (the attempt's start on ``clock``; None: now)."""
-    running: Any = None
-    remaining = timeout
-    if is_async:
-        if started is None:
-            started = clock.now()
-        running = fn(context)
-        if type(running) is CoroutineType:
-            try:
-                pending = running.send(None)
-            except StopIteration as done:  # finished without suspending
-                return done.value
-            remaining = timeout - (clock.now() - started).total_seconds()
-            if remaining <= 0:  # it blocked past its deadline before its first await
-                _stop(running)
-                raise _timed_out(context, timeout, True)
-            running = _Resume(running, pending)
-    deadline = clock.timeout(remaining)
+    """Run a sync handler on a step thread; :class:`StepTimeoutError` after ``timeout`` seconds."""
+    return await within(clock, timeout, _in_thread(executor, fn, context), context, timeout, False)
+
+
+async def resume_handler(
+    clock: Clock,
+    running: Coroutine[Any, Any, Any],
+    pending: Any,
+    context: StepContext[Any],
+    timeout: float,
+    started: datetime,
+) -> Any:
+    """Go on with an async handler that suspended (on ``pending``) in its first step, under
+    what is left of its deadline (``timeout`` seconds from ``started``)."""
+    remaining = timeout - (clock.now() - started).total_seconds()
+    if remaining <= 0:  # it blocked past its deadline before its first await
+        _stop(running)
+        raise _timed_out(context, timeout, True)
+    return await within(clock, remaining, _Resume(running, pending), context, timeout, True)
+
+
+async def within(
+    clock: Clock,
+    seconds: float,
+    running: Any,
+    context: StepContext[Any],
+    timeout: float,
+    is_async: bool = True,
+) -> Any:
+    """Await ``running`` for at most ``seconds`` (the rest of the attempt's ``timeout``)."""
+    deadline = clock.timeout(seconds)
     try:
         async with deadline:
-            if running is not None:
-                return await running
-            loop = asyncio.get_running_loop()
-            call = functools.partial(contextvars.copy_context().run, fn, context)
-            result = await loop.run_in_executor(executor(), call)
-            return await result if inspect.isawaitable(result) else result
+            return await running
     except TimeoutError:
         if not deadline.expired():
             raise
         raise _timed_out(context, timeout, is_async) from None
+
+
+async def _in_thread(
+    executor: Callable[[], Executor], fn: Callable[..., Any], context: StepContext[Any]
+) -> Any:
+    """Run sync ``fn(context)`` on a step thread (in a copy of the caller's contextvars)."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, context)
+    result = await loop.run_in_executor(executor(), call)
+    return await result if inspect.isawaitable(result) else result
 
 
 def _timed_out(context: StepContext[Any], timeout: float, is_async: bool) -> StepTimeoutError:

@@ -45,13 +45,14 @@ class RunDriver(RunState):
         deadline_at = self.header.deadline_at
         if deadline_at is not None and deadline_at <= clock.now():
             return await self._cancelled(DEADLINE_EXCEEDED, compensate=False)
-        remaining = None if deadline_at is None else (deadline_at - clock.now()).total_seconds()
-        deadline = clock.timeout(remaining)
+        deadline = None if deadline_at is None else clock.timeout((deadline_at - clock.now()).total_seconds())
         try:
+            if deadline is None:
+                return await self._advance(start)
             async with deadline:
                 return await self._advance(start)
         except TimeoutError:
-            if not deadline.expired():
+            if deadline is None or not deadline.expired():
                 raise
             return await self._cancelled(DEADLINE_EXCEEDED, compensate=False)
         except asyncio.CancelledError:

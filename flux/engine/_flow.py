@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -28,11 +29,26 @@ from flux.engine._state import Done, Failed, Result, RunState, Suspended
 from flux.engine._visit import Call, Visitor
 from flux.errors import MaxVisitsError
 from flux.events import StepStart, WorkflowResume, WorkflowSuspend
-from flux.plan import StepSpec
+from flux.plan import StepSpec, Workflow
 from flux.records import ErrorInfo, StepRecord
 from flux.status import RunStatus, StepStatus
 
 _NO_GOTO_IN_GRAPH = "goto is not available in a dependency plan (order its steps with after=)"
+
+
+_CALLS: dict[int, tuple[Workflow[Any], dict[str, Call], dict[str, Call]]] = {}
+_CALLS_KEPT = 256
+
+
+def _calls_of(plan: Workflow[Any], *, replaying: bool) -> dict[str, Call]:
+    """The :class:`Call` of each step of ``plan`` made so far (they hold nothing of a run, so
+    runs of one plan share them: a Call costs more to make than a trivial step to run)."""
+    entry = _CALLS.get(id(plan))
+    if entry is None or entry[0] is not plan:  # the entry holds its plan: its id stays unique
+        if len(_CALLS) >= _CALLS_KEPT:
+            del _CALLS[next(iter(_CALLS))]
+        entry = _CALLS[id(plan)] = (plan, {}, {})
+    return entry[2] if replaying else entry[1]
 
 
 class Flow(Visitor):
@@ -42,7 +58,7 @@ class Flow(Visitor):
         super().__init__(state)
         self.plan = state.workflow
         self.shape = self.plan.shape
-        self._calls: dict[str, Call] = {}
+        self._calls = _calls_of(self.plan, replaying=state.recorded is not None)
         self.reindex()
 
     def reindex(self) -> None:

@@ -156,6 +156,9 @@ class RunState:
         """Read only through copies (``ctx.outputs``, results, events): may share records' values."""
         self.input = typed_input
         self.pending: dict[int, StepRecord] = {}
+        self.handoff: tuple[datetime, int] | None = None
+        """When the last visit completed, and the number of records then: a visit started
+        right after (nothing recorded in between) starts at that same time."""
         self._events: list[Event] = []
         self.recorded: dict[str, StepRecord] | None = None
         """On replay: the original run's latest visit of each step."""
@@ -209,7 +212,11 @@ class RunState:
         self.header = checkpointed(self.header, now, now + self.env.lease, changes)
         pending, self.pending = self.pending, {}
         # Taken with the records: concurrent visits' events wait for their own checkpoints.
-        events, self._events = self._events, []
+        events: list[Event] | tuple[()] = self._events
+        if events:
+            self._events = []
+        else:
+            events = ()  # not the list itself: visits beside this one may add to it meanwhile
         written = tuple(pending.values())
         if _logs.logger.isEnabledFor(logging.DEBUG):
             _logs.checkpoint(self.header, written)
@@ -217,7 +224,7 @@ class RunState:
             await self.env.storage.checkpoint(self.header, written)
         except BaseException:
             self.pending = {**pending, **self.pending}  # written again by the next checkpoint
-            self._events = events + self._events
+            self._events = [*events, *self._events]
             raise
         for event in events:
             await self.env.bus.emit(event)
@@ -322,6 +329,7 @@ class RunState:
             actions,
         )
         self.put(done)
+        self.handoff = (now, len(self.records))
         if merge is not None:
             self.data.apply(merge, data_unset)
         if publish and output is not None:

@@ -18,13 +18,15 @@ The plan's shape changes what a visit costs, never what it does:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from types import CoroutineType
 
 import attrs
 
-from flux.context import RunData
+from flux.context import RunData, StepContext
 from flux.control import Directive, Goto
-from flux.engine._attempt import call_handler, maybe_await
+from flux.engine._attempt import call_sync, maybe_await, resume_handler, within
 from flux.engine._due import after
 from flux.engine._keys import COMPENSATION, FAILURE, GOTO, WAITING_CHILD
 from flux.engine._state import OPEN, ChildPending, Done, Failed, Result, RunState, Suspended
@@ -32,8 +34,8 @@ from flux.engine._waits import Call, pause
 from flux.errors import LeaseLostError, UnknownStepError
 from flux.events import StepRetry, StepStart
 from flux.plan import StepSpec, is_async_callable
-from flux.records import EMPTY, ErrorInfo, StepRecord, step_visit
-from flux.serde import check_json, copy_json
+from flux.records import EMPTY, JSON, ErrorInfo, StepRecord, step_visit
+from flux.serde import check_json, copy_checked, copy_json
 from flux.status import RunStatus, StepStatus
 from flux.waiting import WaitRequest
 
@@ -155,8 +157,9 @@ class Visitor:
         wants_start = self.env.bus.wants(StepStart.name)
         stamp = None
         if record is None:  # a new visit: its first record is the running one
-            stamp = clock.now()
-            seq, started, condition = len(d.records), stamp, None
+            seq, handoff = len(d.records), d.handoff
+            stamp = handoff[0] if alone and handoff is not None and handoff[1] == seq else clock.now()
+            started, condition = stamp, None
         else:
             seq, started, condition = record.seq, record.started_at or clock.now(), record.condition
         while True:
@@ -188,11 +191,20 @@ class Visitor:
                     now = await d.flush(stamp, status=RunStatus.RUNNING, wake_at=None)
                 stamp = None
             data = d.data if alone else d.copy_data()
-            context = d.context(call.name, seq, attempt, data, failure)
+            actions = d.records[seq].actions
+            context = StepContext.of(d.scope, call.name, seq, attempt, data, actions, failure)
             try:
-                output = await call_handler(
-                    clock, self.env.executor, call.fn, context, timeout, call.is_async, now
-                )
+                if not call.is_async:
+                    output = await call_sync(clock, self.env.executor, call.fn, context, timeout)
+                elif type(coro := call.fn(context)) is not CoroutineType:
+                    output = await within(clock, timeout, coro, context, timeout)  # an awaitable
+                else:  # its first step, with no timer set (see _attempt.py)
+                    try:
+                        output = coro.send(None)
+                    except StopIteration as finished:  # done without suspending: the usual case
+                        output = finished.value
+                    else:
+                        output = await resume_handler(clock, coro, output, context, timeout, now)
                 if compensating:
                     return Done(d.records[seq])
                 goto: str | None = None
@@ -202,10 +214,9 @@ class Visitor:
                         return await pause(d, spec, waiting, call, beside_others=self.side_by_side > 0)
                     goto, output = self._goto_target(output, call), None
                 if output is not None:
-                    check_json(output, f"the output of step {call.name!r}", step=call.name)
+                    output = _checked_output(output, call.name)  # a copy: the record owns it
                 data_set, data_unset = data.take_changes()
-                for key, value in data_set.items() if data_set else ():
-                    check_json(value, f"ctx.data[{key!r}] (set by step {call.name!r})", step=call.name)
+                snapshot = _checked_changes(data_set, call.name) if data_set else data_set
             except LeaseLostError:
                 raise
             except Exception as exc:
@@ -233,11 +244,9 @@ class Visitor:
                 await d.flush()
                 await clock.sleep(delay)
                 continue
-            # Snapshots for the record: a later change in place must not rewrite it.
-            snapshot = copy_json(data_set) if data_set else data_set
             done = d.complete(
                 running,
-                None if output is None else copy_json(output),
+                output,
                 snapshot,
                 data_unset,
                 merge=None if alone else data_set,
@@ -251,15 +260,14 @@ class Visitor:
         wait completes, not before)."""
         d = self.d
         changed, removed = data.take_changes()
-        for key, value in changed.items():
-            check_json(value, f"ctx.data[{key!r}] (set by step {d.records[seq].step!r})")
+        snapshot = _checked_changes(changed, d.records[seq].step) if changed else changed
         if alone and (changed or removed):
             d.reload_data()
         return attrs.evolve(
             d.records[seq],
             waiting_for=request.signal,
             wake_at=after(self.env.clock.now(), request.timeout),
-            data_set=copy_json(changed) if changed else changed,
+            data_set=snapshot,
             data_unset=removed,
         )
 
@@ -290,3 +298,23 @@ class Visitor:
                 f"{', '.join(call.targets) or 'none'}"
             )
         return output.step
+
+
+# Snapshots for the record, checked as they are copied: a later change in place must not
+# rewrite what was recorded.
+
+
+def _checked_output(output: JSON, step: str) -> JSON:
+    """A copy of a step's output, once it is known to be storable JSON."""
+    return copy_checked(output, lambda: check_json(output, f"the output of step {step!r}", step=step))
+
+
+def _checked_changes(changes: Mapping[str, JSON], step: str) -> Mapping[str, JSON]:
+    """A copy of the ``ctx.data`` values a step set, once they are known to be storable JSON."""
+
+    def check() -> None:
+        for key, value in changes.items():
+            check_json(value, f"ctx.data[{key!r}] (set by step {step!r})", step=step)
+
+    copy: Mapping[str, JSON] = copy_checked(changes, check)
+    return copy

@@ -72,7 +72,10 @@ def is_lost(exc: BaseException) -> bool:
         # asyncpg's state after the server cut a connection it still thought usable: the pool
         # drops that connection on release, and the retry gets a new one.
         return True
-    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+    # A closed connection, or a pooled one the pool took back when its server connection closed.
+    return isinstance(exc, asyncpg.InterfaceError) and any(
+        text in str(exc) for text in ("closed", "released back to the pool")
+    )
 
 
 async def _keep_session(conn: Any) -> None:

@@ -325,8 +325,13 @@ _TEMPLATES: dict[str, str] = {
     ),
     "release": "UPDATE {runs} SET owner = NULL, lease_expires_at = NULL WHERE id = $1 AND owner = $2",
     # --- signals ---
-    # Parameters: run id, name, payload, at, limit or NULL (see migration 3's function).
-    "add_signal": "SELECT {add_signal}($1, $2, $3, $4, $5)",
+    # Parameters: run id, name, payload, at, limit or NULL (see migration 3's function), the
+    # wake-up channel. A stored signal (a positive id) is announced with NOTIFY in the same
+    # transaction: listeners hear of it as it commits. (OFFSET 0 keeps the function to one call.)
+    "add_signal": (
+        "SELECT id, CASE WHEN id > 0 THEN pg_notify($6, 'signal ' || $1)::text END "
+        "FROM (SELECT {add_signal}($1, $2, $3, $4, $5) AS id OFFSET 0) AS added"
+    ),
     # Parameters: run id, name, seq. The signal visit seq took, else the oldest untaken one,
     # marked as taken (SKIP LOCKED: a concurrent visit takes the next one).
     "take_signal": (

@@ -4,7 +4,8 @@ A connection of its own (not a pooled one, whose reset on release would end the 
 listens on the channel of the storage's schema and prefix; a lost one
 (server restart, ``pg_terminate_backend``, a silent network) is noticed by its termination
 callback or a periodic ping, replaced with backoff, and followed by a wake-up (a full poll).
-Messages are sent with ``pg_notify`` on another pooled connection, batched.
+Messages are sent with ``pg_notify`` on another pooled connection, batched; a stored signal
+is announced by PostgresStorage itself, in the transaction that stores it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ class PostgresWaker:
         notify_sql: str,
         channel: str,
         where: str,
+        announced: frozenset[str] = frozenset(),
     ) -> None:
         self._connect = connect
         self._acquire = acquire
         self._notify_sql = notify_sql
         self.channel = channel
         self._where = where
+        self._announced = announced  # reasons the storage NOTIFYs itself as it commits
         self._wake: Callable[[], None] = lambda: None
         self._task: asyncio.Task[None] | None = None
         self._outbox = Outbox(self._send)
@@ -70,8 +73,9 @@ class PostgresWaker:
         self._wake()
 
     def publish(self, reason: str, run_id: str) -> None:
-        """Queue a NOTIFY for every listening engine; sent in the background."""
-        if self._task is not None:
+        """Queue a NOTIFY for every listening engine; sent in the background (a stored
+        signal was announced by the storage already, in the transaction that stored it)."""
+        if self._task is not None and reason not in self._announced:
             self._outbox.put(f"{reason} {run_id}")
 
     async def _send(self, messages: list[str]) -> None:

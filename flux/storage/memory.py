@@ -27,9 +27,10 @@ class _Step:
 
     def __init__(self, record: StepRecord) -> None:
         self.record = record
-        self.output = copy_json(record.output)
-        self.data_set = _copy_mapping(record.data_set)
-        self.actions = _copy_mapping(record.actions)
+        output, data_set, actions = record.output, record.data_set, record.actions
+        self.output = output if type(output) in SHARED else copy_json(output)
+        self.data_set = _copy_mapping(data_set) if data_set else EMPTY
+        self.actions = _copy_mapping(actions) if actions else EMPTY
 
     def copy(self) -> StepRecord:
         """The stored visit as a record the caller owns (its JSON parts copied again)."""

@@ -1,9 +1,10 @@
 """PostgresStorage: runs in a PostgreSQL database (asyncpg), shared by workers on many hosts.
 
-Every call is one statement (one round trip) on a pooled connection, except ``load``, ``list``
-and ``claim`` (two) and ``create`` with an idempotency key (a transaction under the key's
-advisory lock). Checkpoints use group commit: those that arrive while one
-is being written share the next statement. Claims skip rows another claimer has locked
+Every call is one statement (one round trip) on a pooled connection, except ``load``,
+``claim`` (a statement, then the run's step records, on one connection), ``list`` (two) and
+``create`` with an idempotency key (a transaction under the key's advisory lock). Checkpoints
+use group commit: those that arrive while one is being written share the next statement, on
+a pooled connection held between batches. Claims skip rows another claimer has locked
 (``FOR UPDATE SKIP LOCKED``). A lost connection is retried with backoff, so a server restart
 or a killed backend delays calls instead of failing runs.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -31,9 +31,9 @@ from flux.serde import dumps
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
 from flux.storage._group_commit import GroupCommit, Outcome
-from flux.storage._postgres_batch import Checkpoint, columns, fenced, merge
+from flux.storage._postgres_batch import BatchWriter, Checkpoint, columns
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
-from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, ONE_STEPS, Statements
+from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, Statements
 from flux.storage._postgres_wake import PostgresWaker
 from flux.storage._sqlite_rows import (
     Row,
@@ -46,12 +46,14 @@ from flux.storage._sqlite_rows import (
     from_micros,
     micros,
 )
-from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
+from flux.storage._sqlite_schema import STEP_COLUMNS
 
 T = TypeVar("T")
 _INPUT_CACHE = 10_000  # runs whose last written input object is remembered
-_NO_STEP = (None,) * len(STEP_COLUMNS)
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
+ANNOUNCED = frozenset({"signal"})
+"""Wake-ups that the storage's own statements NOTIFY (in the writing transaction), so that
+its waker does not send them again."""
 
 
 class PostgresStorage:
@@ -108,6 +110,7 @@ class PostgresStorage:
         self._own_pool = pool is None
         self._opening = asyncio.Lock()
         self._ready = False
+        self._writer = BatchWriter(self._pool_or_error, self._sql, self._where, self._holds)
         self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_batch)
         self._wakers: builtins.list[PostgresWaker] = []
         # The input object and text this process last wrote per in-flight run: a run's input
@@ -178,6 +181,8 @@ class PostgresStorage:
         """Wait for queued checkpoints, stop the wakers made by :meth:`waker`, then close the
         pool (if opened here). Safe to call twice."""
         await self._commits.wait_idle()
+        if self._pool is not None:
+            await self._writer.close()
         wakers, self._wakers = self._wakers, []
         for waker in wakers:
             await waker.close()
@@ -199,7 +204,7 @@ class PostgresStorage:
         ``FluxEngine`` uses it on its own when given a PostgresStorage.
         """
         waker = PostgresWaker(
-            self._connect, self._acquire, self._sql["notify"], self._sql.channel, self._where
+            self._connect, self._acquire, self._sql["notify"], self._sql.channel, self._where, ANNOUNCED
         )
         self._wakers.append(waker)
         return waker
@@ -220,10 +225,19 @@ class PostgresStorage:
         finally:
             conn.terminate()  # no goodbye round trip: the server may be gone already
 
-    def _acquire(self) -> Any:
+    def _pool_or_error(self) -> Any:
         if self._pool is None:
             raise StorageError(f"{self!r} is closed; open it with init() first")
-        return self._pool.acquire()
+        return self._pool
+
+    def _acquire(self) -> Any:
+        return self._pool_or_error().acquire()
+
+    def _holds(self) -> bool:
+        """Whether checkpoints keep a connection of the pool between batches: when the pool
+        can spare it (a LISTEN without a DSN takes one of a given pool too)."""
+        spare = 2 if self.dsn is not None or self._own_pool else 3
+        return self._pool is not None and self._pool.get_max_size() >= spare
 
     async def _call(self, method: str, sql: str, *args: Any) -> Any:
         """``conn.<method>(sql, *args)`` on a pooled connection, retried while it is lost."""
@@ -234,6 +248,19 @@ class PostgresStorage:
                 return await getattr(conn, method)(sql, *args)
 
         return await retrying(self._where, attempt)
+
+    async def _with_steps(self, run_id: str, sql: str, *args: Any) -> RunRecord | None:
+        """The row of run ``run_id`` that ``sql`` returns, with the run's step records read
+        right after it on the same pooled connection; None when there is no row."""
+        await self.init()
+
+        async def attempt() -> Any:
+            async with self._acquire() as conn:
+                row = await conn.fetchrow(sql, *args)
+                return None if row is None else (row, await conn.fetch(self._sql["steps_select"], run_id))
+
+        found = await retrying(self._where, attempt)
+        return None if found is None else decode_run(*found)
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -284,10 +311,7 @@ class PostgresStorage:
 
     async def load(self, run_id: str) -> RunRecord | None:
         """The stored run with its step records in ``seq`` order, or None."""
-        row = await self._call("fetchrow", self._sql["run_select"], run_id)
-        if row is None:
-            return None
-        return decode_run(row, await self._call("fetch", self._sql["steps_select"], run_id))
+        return await self._with_steps(run_id, self._sql["run_select"], run_id)
 
     async def list(self, filter: RunFilter | None = None) -> builtins.list[RunRecord]:
         """Runs matching ``filter``, newest first (ties: the first stored last), with steps."""
@@ -331,45 +355,8 @@ class PostgresStorage:
             self._inputs[run.id] = run.input
 
     async def _write_batch(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        """Write checkpoints (several in one statement); one outcome per item."""
         await self.init()
-        outcomes: builtins.list[Outcome] = [None] * len(items)
-        pending = builtins.list(range(len(items)))
-        while pending:
-            merged, members, later = merge([items[i] for i in pending])
-            try:
-                results = await retrying(self._where, functools.partial(self._write_merged, merged))
-            except StorageError as exc:
-                # One bad value fails the whole statement: write each alone to find it.
-                results = [exc] if len(merged) == 1 else [await self._write_alone(item) for item in merged]
-            for result, indexes in zip(results, members, strict=True):
-                for index in indexes:
-                    outcomes[pending[index]] = result
-            pending = [pending[i] for i in later]
-        return outcomes
-
-    async def _write_alone(self, item: Checkpoint) -> Outcome:
-        try:
-            return (await retrying(self._where, functools.partial(self._write_merged, [item])))[0]
-        except StorageError as exc:
-            return exc
-
-    async def _write_merged(self, merged: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters
-            run, steps = merged[0]
-            slots = [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
-            sql, args = self._sql["checkpoint_one"], [*run, *slots]
-        else:
-            runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
-            arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
-            sql, args = self._sql["checkpoint"], [*runs, *arrays]
-        async with self._acquire() as conn:
-            written = {row[0] for row in await conn.fetch(sql, *args)}
-            lost = [row[0] for row, _ in merged if row[0] not in written]
-            owners = dict(await conn.fetch(self._sql["owners"], lost)) if lost else {}
-        return [
-            None if row[0] in written else fenced(row[0], owners.get(row[0]), row[9]) for row, _ in merged
-        ]
+        return await self._writer.write(items)
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
         """Delete finished runs (of ``status``, default every finished one) that finished before
@@ -393,10 +380,8 @@ class PostgresStorage:
         held by ``takeover``; returns it with its step records, or None. A run another claimer
         is taking at this moment is left to it."""
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
-        row = await self._call("fetchrow", self._sql["claim"], owner, lease, run_id, owner, takeover, at)
-        if row is None:
-            return None
-        return decode_run(row, await self._call("fetch", self._sql["steps_select"], run_id))
+        # Retried after a lost connection, a claim that went through is found again: its owner's.
+        return await self._with_steps(run_id, self._sql["claim"], owner, lease, run_id, owner, takeover, at)
 
     async def renew(self, owner: str, lease_expires_at: datetime, run_ids: Sequence[str]) -> int:
         """Extend the lease of each of ``run_ids`` that ``owner`` holds (with a lease); how many."""
@@ -414,10 +399,12 @@ class PostgresStorage:
         self, run_id: str, name: str, payload: JSON, at: datetime, *, limit: int | None = None
     ) -> SignalRecord | None:
         """Store a signal for an unfinished run and make a suspended run due at ``at``; with
-        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored."""
+        ``limit``, refuse (``UnknownSignalError``) when that many untaken ones are stored.
+        The engines listening through :meth:`waker` hear of it as it commits."""
         text = encode_json(payload, f"the payload of signal {name!r}")
         when = micros(at, "at")
-        signal_id = await self._call("fetchval", self._sql["add_signal"], run_id, name, text, when, limit)
+        sql, channel = self._sql["add_signal"], self._sql.channel
+        signal_id = await self._call("fetchval", sql, run_id, name, text, when, limit, channel)
         if signal_id == -1:
             raise UnknownSignalError(duplicate_signal(run_id, name), run_id=run_id)
         return None if signal_id is None else decode_signal((signal_id, run_id, name, text, when, None))
