@@ -86,6 +86,7 @@ class SQLiteOps:
         """The row of each unfinished run as this connection last committed it (for a tick:
         see ``write_checkpoints``); dropped by any other write to the run through it."""
         self._cursor: sqlite3.Cursor | None = None
+        self._tick_sql = sql["run_tick"]
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -215,7 +216,8 @@ class SQLiteOps:
                 self._forget(item[0][0] for item in batch)
                 raise
         else:
-            self._remember(written)
+            if written:
+                self._remember(written)
             return outcomes
         self._forget(item[0][0] for item in batch)
         outcomes = []
@@ -248,7 +250,7 @@ class SQLiteOps:
     ) -> tuple[list[BaseException | None], dict[str, Row | None]]:
         cursor = self.cursor(conn)
         known = self._written
-        tick_sql = self.sql["run_tick"]
+        tick_sql = self._tick_sql
         outcomes: list[BaseException | None] = []
         written: dict[str, Row | None] = {}  # this transaction's rows (None: unknown)
         for run, tick, steps, same_input in batch:
