@@ -307,7 +307,10 @@ class SQLiteOps:
     ) -> str | None:
         """Insert a new run (and bind ``key``: workflow, key, expiry) unless the key is bound."""
         self._written.pop(run[0], None)
-        return self._transaction(conn, True, self._create, run, steps, key)
+        bound = self._transaction(conn, True, self._create, run, steps, key)
+        if bound is None:
+            self._remember({run[0]: run})
+        return bound
 
     def _create(
         self, conn: sqlite3.Connection, run: Row, steps: StepWrites, key: tuple[str, str, int] | None
@@ -331,6 +334,7 @@ class SQLiteOps:
         """Upsert a run (keeping its created_at) and replace its step records."""
         self._written.pop(run[0], None)
         self._transaction(conn, True, self._save, run, steps)
+        self._remember({run[0]: run})
 
     def _save(self, conn: sqlite3.Connection, run: Row, steps: StepWrites) -> None:
         cursor = conn.cursor()

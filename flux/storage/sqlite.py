@@ -309,7 +309,7 @@ class SQLiteStorage:
                     return row, tick, step_writes(self._ops.sql, run.id, steps), True
             row = encode_run(run, row[4] if same_input else encode_input(run))
         writes = step_writes(self._ops.sql, run.id, steps)
-        if run.status in FINISHED:
+        if run.steps or run.status in FINISHED:  # (a run with steps is no engine's header)
             self._known.pop(run.id, None)
         else:
             if len(self._known) >= _KNOWN_RUNS and run.id not in self._known:
