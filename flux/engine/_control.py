@@ -13,6 +13,7 @@ from typing import Any
 from flux.clock import Clock
 from flux.engine._driver import EngineContext, RunDriver
 from flux.engine._plans import WorkflowRegistry, check_signal
+from flux.engine._reads import ReadOps
 from flux.errors import InvalidRunStateError, RunError
 from flux.events import EventBus, SignalReceived
 from flux.plan import Workflow
@@ -22,7 +23,7 @@ from flux.serde import check_json
 from flux.storage.protocol import Storage
 
 
-class ControlOps:
+class ControlOps(ReadOps):
     """Signal and cancel runs (mixed into :class:`~flux.FluxEngine`)."""
 
     storage: Storage
@@ -35,13 +36,11 @@ class ControlOps:
     _tasks: dict[str, asyncio.Task[Any]]
     _running: Callable[[str], asyncio.Future[RunResult | None] | None]
     notify: Callable[[str | None, str | None], None]
-    _load: Callable[[str], Awaitable[RunRecord]]
     _claim: Callable[[RunRecord], Awaitable[RunRecord | None]]
     _release: Callable[[str], Awaitable[None]]
     _reserved: set[str]
     _kept: dict[str, asyncio.Event]
     _driving: Callable[[str], bool]
-    wait_result: Callable[..., Awaitable[RunResult]]
 
     # --- waiting and control --------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from flux.engine._plans import (
     resume_point,
     run_header,
 )
+from flux.engine._reads import ReadOps
 from flux.errors import InvalidInputError, InvalidRunStateError, StorageCorruptedError, StorageError
 from flux.events import EventBus, WorkflowFailed
 from flux.plan import Workflow
@@ -47,7 +48,7 @@ def recoverable(run: RunRecord, now: datetime) -> bool:
     return run.status in _RECOVERABLE
 
 
-class DurabilityOps:
+class DurabilityOps(ReadOps):
     """Continue, repeat and recover stored runs (mixed into :class:`~flux.FluxEngine`)."""
 
     storage: Storage
@@ -62,7 +63,6 @@ class DurabilityOps:
     _release: Callable[[str], Awaitable[None]]
     _ended: Callable[[str], None]
     start_engine: Callable[[], Awaitable[None]]
-    _load: Callable[[str], Awaitable[RunRecord]]
     _drive: Callable[..., Awaitable[RunResult]]
 
     # --- durability -----------------------------------------------------------------------
