@@ -143,7 +143,7 @@ def around(values: list[float], step: int) -> float:
 
 
 def verdict(ok: bool) -> str:
-    return "ok  " if ok else "MISS"
+    return "ok" if ok else "MISS"
 
 
 async def main(repeat: int, directory: Path) -> None:
@@ -176,14 +176,14 @@ async def main(repeat: int, directory: Path) -> None:
     ]:
         ratio = med[name] / raw
         print(f"  {label}   {med[name]:>9,.0f} steps/s  {ratio:5.2f}x raw  "
-              f"[{verdict(ratio >= target)}target >= {target:.2f}x]")  # fmt: skip
+              f"[{verdict(ratio >= target)} target >= {target:.2f}x]")  # fmt: skip
     runs = repeat * LONG_RUNS
     print(f"a {LONG:,}-step run ({runs} of them), median over the {WINDOW} steps before each point")
     for label in ("step", "checkpoint"):
         early, late = med[f"{label}@10"], med[f"{label}@end"]
         change = late / early - 1
         print(f"  {label:<10}  at step 10 {early:7.1f} us   at step {LONG:,} {late:7.1f} us   "
-              f"{change:+6.1%}  [{verdict(abs(change) <= 0.2)}target within 20%]")  # fmt: skip
+              f"{change:+6.1%}  [{verdict(abs(change) <= 0.2)} target within 20%]")  # fmt: skip
 
 
 if __name__ == "__main__":

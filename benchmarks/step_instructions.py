@@ -133,13 +133,13 @@ def report(names: list[str], runs: int) -> dict[str, float]:
     for name in names:
         counts[name] = per_step(name, runs)
         target = TARGETS.get(name)
-        verdict = "" if target is None else "ok  " if counts[name] <= target else "MISS"
-        note = "" if target is None else f"  [{verdict}target <= {target:,}]"
+        verdict = "" if target is None else "ok" if counts[name] <= target else "MISS"
+        note = "" if target is None else f"  [{verdict} target <= {target:,}]"
         print(f"  {name:<12} {counts[name]:>10,.0f}{note}")
     if "sqlite-data" in counts and "raw-sqlite" in counts:
         ratio = counts["sqlite-data"] / counts["raw-sqlite"]
-        verdict = "ok  " if ratio <= SQLITE_RATIO_TARGET else "MISS"
-        print(f"  sqlite-data / raw-sqlite: {ratio:.2f}x  [{verdict}target <= {SQLITE_RATIO_TARGET}x]")
+        verdict = "ok" if ratio <= SQLITE_RATIO_TARGET else "MISS"
+        print(f"  sqlite-data / raw-sqlite: {ratio:.2f}x  [{verdict} target <= {SQLITE_RATIO_TARGET}x]")
     return counts
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import enum
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from flux.records import StepRecord
 from flux.serde import copy_json, dumps
-from flux.storage._sqlite_schema import Statements
+from flux.status import StepStatus
+from flux.storage._sqlite_rows import micros, step_params
+from flux.storage._sqlite_schema import STEP_COLUMNS, Statements
 
 
 class Colour(enum.StrEnum):
@@ -85,7 +89,19 @@ def test_none_parameters_become_literal_nulls() -> None:
 
 def test_several_step_records_share_one_upsert() -> None:
     sql = Statements("flux_")
-    one, three = sql.upsert_steps(1), sql.upsert_steps(3)
+    every = (1 << len(STEP_COLUMNS)) - 1
+    one, three = sql.upsert_steps((every,)), sql.upsert_steps((every,) * 3)
     assert one == sql["step_upsert"]
     assert three.count("?") == 3 * one.count("?")
     assert three.endswith(one[one.index(" ON CONFLICT") :])
+
+
+def test_a_step_record_binds_only_the_columns_it_has() -> None:
+    sql = Statements("flux_")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    record = StepRecord(seq=3, step="charge", status=StepStatus.RUNNING, attempts=1, started_at=at)
+    shape, values = step_params("run-1", record)
+    assert values == ("run-1", 3, "charge", "running", 1, micros(at))
+    statement = sql.upsert_steps((shape,))
+    assert statement.count("?") == len(values)
+    assert statement.count("NULL") == len(STEP_COLUMNS) - len(values)

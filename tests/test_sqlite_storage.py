@@ -18,7 +18,8 @@ import pytest
 
 from flux import FluxEngine, create_workflow
 from flux.errors import LeaseLostError, SchemaVersionError, StorageCorruptedError, StorageError
-from flux.status import RunStatus
+from flux.records import RunRecord, checkpointed
+from flux.status import RunStatus, StepStatus
 from flux.storage import SQLiteStorage
 from flux.storage._sqlite_ops import SQLiteOps
 from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
@@ -312,6 +313,62 @@ async def test_a_checkpoint_is_one_thread_hop(db_path: Path, monkeypatch: pytest
         loaded = await storage.load("run-1")
     assert hops == ["write_checkpoints"]
     assert loaded is not None and len(loaded.steps) == 102
+
+
+# --- a tick: only updated_at and the lease written -----------------------------------------
+
+
+def ticked(run: RunRecord, seconds: float) -> RunRecord:
+    """``run`` as the engine's next checkpoint makes it: only its times changed."""
+    return checkpointed(run, at(seconds), at(seconds + 30), {})
+
+
+async def test_a_tick_writes_the_times_and_stays_fenced(db_path: Path) -> None:
+    async with SQLiteStorage(db_path) as a, SQLiteStorage(db_path) as b:
+        run = run_record(owner="A", lease_expires_at=at(30))
+        await a.checkpoint(run, [step_record(0, StepStatus.RUNNING)])
+        run = ticked(run, 1)
+        await a.checkpoint(run, [step_record(0), step_record(1, StepStatus.RUNNING)])
+        assert await a.load("run-1") == attrs.evolve(
+            run, steps=(step_record(0), step_record(1, StepStatus.RUNNING))
+        )
+        assert await b.claim("run-1", "B", at(100), now=at(40)) is not None
+        with pytest.raises(LeaseLostError, match="owned by B"):
+            await a.checkpoint(ticked(run, 2), [step_record(1), step_record(2, StepStatus.RUNNING)])
+        loaded = await a.load("run-1")
+        assert loaded is not None and loaded.owner == "B" and len(loaded.steps) == 2
+
+
+async def test_a_run_taken_back_is_written_whole(db_path: Path) -> None:
+    async with SQLiteStorage(db_path) as a, SQLiteStorage(db_path) as b:
+        run = run_record(owner="A", lease_expires_at=at(30))
+        await a.checkpoint(run)
+        taken = await b.claim("run-1", "B", at(100), now=at(40))
+        assert taken is not None
+        await b.checkpoint(attrs.evolve(taken, fingerprint="fp-2", deadline_at=at(500)))
+        await b.release("run-1", "B")
+        assert await a.claim("run-1", "A", at(130), now=at(100)) is not None
+        run = ticked(run, 101)
+        await a.checkpoint(run)  # its fields are A's last ones: all of them written again
+        assert await a.load("run-1") == run
+
+
+async def test_a_failed_checkpoint_is_not_taken_for_written(db_path: Path) -> None:
+    async with SQLiteStorage(db_path, busy_timeout=0.1) as storage:
+        run = run_record(owner="A", lease_expires_at=at(30))
+        await storage.checkpoint(run)
+        changed = attrs.evolve(run, deadline_at=at(900))
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StorageError, match="locked"):
+                await storage.checkpoint(changed)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        run = ticked(changed, 2)
+        await storage.checkpoint(run)  # built on the failed one: written whole
+        assert await storage.load("run-1") == run
 
 
 async def test_close_waits_for_queued_checkpoints(db_path: Path) -> None:

@@ -23,8 +23,7 @@ class GroupCommit(Generic[ItemT]):
         self._write = write
         self._queue: list[tuple[ItemT, asyncio.Future[None]]] = []
         self._busy = False  # a write is in flight
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: list[asyncio.Future[None]] = []  # wait_idle callers (few: close() waits)
         self._drainer: asyncio.Task[None] | None = None  # kept: the loop holds tasks weakly
 
     async def submit(self, item: ItemT) -> None:
@@ -36,7 +35,6 @@ class GroupCommit(Generic[ItemT]):
             return
         # Idle: write at once; items arriving meanwhile queue up for the next batch.
         self._busy = True
-        self._idle.clear()
         try:
             outcome = (await self._write([item]))[0]
         finally:
@@ -46,14 +44,24 @@ class GroupCommit(Generic[ItemT]):
 
     async def wait_idle(self) -> None:
         """Return once every queued item has been written."""
-        await self._idle.wait()
+        if self._busy:
+            idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle.append(idle)
+            await idle
+
+    def _now_idle(self) -> None:
+        self._busy = False
+        if self._idle:
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _next_batch(self) -> None:
         if self._queue:
             self._drainer = asyncio.get_running_loop().create_task(self._drain())
         else:
-            self._busy = False
-            self._idle.set()
+            self._now_idle()
 
     async def _drain(self) -> None:
         """Write queued items, everything pending in one batch, until none is left."""
@@ -75,6 +83,5 @@ class GroupCommit(Generic[ItemT]):
             for _, future in self._queue:
                 future.cancel()
             self._queue = []
-            self._busy = False
             self._drainer = None
-            self._idle.set()
+            self._now_idle()

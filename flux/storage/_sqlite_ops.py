@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,23 +25,49 @@ from flux.errors import (
     StorageError,
     UnknownSignalError,
 )
-from flux.records import RunRecord, SignalRecord
+from flux.records import RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 from flux.storage._common import duplicate_signal
-from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros
+from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros, step_params
 from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
 from flux.storage._sqlite_wal import SAFETY_NET_PAGES
 
 T = TypeVar("T")
-Checkpoint = tuple[Row, Sequence[Row], bool]
-"""One checkpoint: the encoded run row, its encoded step rows, and whether its input is the
-one this process wrote last for the run (then an existing row keeps its input column)."""
+StepWrites = tuple[tuple[str, tuple[Any, ...]], ...]
+"""Step upserts, as (statement, parameters); see ``step_writes``."""
+Checkpoint = tuple[Row, tuple[int | None, int | None] | None, StepWrites, bool]
+"""One checkpoint: the run's row; its tick, ``(updated_at, lease_expires_at)`` in microseconds,
+when those are the only fields that changed since ``row`` (then ``row`` is the row this process
+wrote last for the run, those two columns aside); its step upserts; and whether its input is
+the one this process wrote last (then an existing row keeps its input column)."""
 
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _CHUNK = 500  # run ids per IN (...) list: well under SQLite's parameter limit
-_ROWS_PER_UPSERT = 8  # step records per upsert statement (15 parameters each)
+_ROWS_PER_UPSERT = 8  # step records per upsert statement (up to 16 parameters each)
+_KNOWN_RUNS = 10_000  # runs whose last written row is remembered
 _FINISHED = frozenset(s.value for s in RunStatus if s.finished)
 logger = logging.getLogger("flux.storage.sqlite")
+
+
+def step_writes(sql: Statements, run_id: str, steps: Sequence[StepRecord]) -> StepWrites:
+    """The upserts of a run's step records: a few rows per statement (each statement has a
+    cost of its own), every value encoded here, once.
+
+    Raises:
+        StorageError: a value of a record cannot be stored.
+    """
+    if len(steps) > _ROWS_PER_UPSERT:
+        chunks = range(0, len(steps), _ROWS_PER_UPSERT)
+        return sum([step_writes(sql, run_id, steps[i : i + _ROWS_PER_UPSERT]) for i in chunks], ())
+    if not steps:
+        return ()
+    shapes = []
+    values: tuple[Any, ...] = ()
+    for step in steps:
+        shape, row = step_params(run_id, step)
+        shapes.append(shape)
+        values += row
+    return ((sql.upsert_steps(tuple(shapes)), values),)
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
@@ -56,6 +82,11 @@ class SQLiteOps:
         self.sql = sql
         self.busy_timeout = busy_timeout
         self.path = path
+        self._written: dict[str, Row] = {}
+        """The row of each unfinished run as this connection last committed it (for a tick:
+        see ``write_checkpoints``); dropped by any other write to the run through it."""
+        self._cursor: sqlite3.Cursor | None = None
+        self._tick_sql = sql["run_tick"]
 
     # --- transactions ---------------------------------------------------------------------
 
@@ -65,9 +96,9 @@ class SQLiteOps:
         SQLite's busy handler already waits for a lock; the retries cover the "busy" answers
         given without waiting, within the same overall ``busy_timeout``.
         """
-        deadline = time.monotonic() + self.busy_timeout
+        deadline = None
         pause = 0.001
-        cursor = conn.cursor()  # one for BEGIN and COMMIT: each conn.execute makes a new one
+        cursor = self.cursor(conn)
         while True:
             try:
                 cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -82,10 +113,20 @@ class SQLiteOps:
             except sqlite3.OperationalError as exc:
                 if not is_busy(exc):
                     raise
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is None:  # the wait began with the first try, a moment ago
+                    deadline = now + self.busy_timeout
+                if now >= deadline:
                     raise
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
+
+    def cursor(self, conn: sqlite3.Connection) -> sqlite3.Cursor:
+        """A cursor of ``conn`` kept for the writes (``conn.execute`` makes a new one each time)."""
+        cursor = self._cursor
+        if cursor is None or cursor.connection is not conn:
+            cursor = self._cursor = conn.cursor()
+        return cursor
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -163,63 +204,116 @@ class SQLiteOps:
         nothing; the others commit. Should the batch fail as a whole for any other reason (a
         value SQLite cannot bind raises ``UnicodeEncodeError``, not a ``sqlite3.Error``), each
         checkpoint is retried in its own transaction so that only the bad one fails.
+
+        A tick (only ``updated_at`` and the lease changed, on a running run) is one small
+        UPDATE, fenced by the owner, provided that the row it was computed from is the one this
+        connection last committed for the run; otherwise the whole row is written.
         """
         try:
-            return self._transaction(conn, True, self._write_batch, batch)
+            outcomes, written = self._transaction(conn, True, self._write_batch, batch)
         except Exception as exc:
             if len(batch) == 1 or (isinstance(exc, sqlite3.Error) and is_busy(exc)):
+                self._forget(item[0][0] for item in batch)
                 raise
-        outcomes: list[BaseException | None] = []
+        else:
+            if written:
+                self._remember(written)
+            return outcomes
+        self._forget(item[0][0] for item in batch)
+        outcomes = []
         for item in batch:
             try:
-                outcomes.extend(self._transaction(conn, True, self._write_batch, [item]))
+                (outcome,), written = self._transaction(conn, True, self._write_batch, [item])
             except Exception as exc:
                 outcomes.append(exc)
+            else:
+                outcomes.append(outcome)
+                self._remember(written)
         return outcomes
+
+    def _remember(self, written: dict[str, Row | None]) -> None:
+        known = self._written
+        for run_id, row in written.items():
+            if row is None or row[3] in _FINISHED:
+                known.pop(run_id, None)
+                continue
+            if len(known) >= _KNOWN_RUNS and run_id not in known:
+                del known[next(iter(known))]
+            known[run_id] = row
+
+    def _forget(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self._written.pop(run_id, None)
 
     def _write_batch(
         self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
-    ) -> list[BaseException | None]:
+    ) -> tuple[list[BaseException | None], dict[str, Row | None]]:
+        cursor = self.cursor(conn)
+        known = self._written
+        tick_sql = self._tick_sql
+        outcomes: list[BaseException | None] = []
+        written: dict[str, Row | None] = {}  # this transaction's rows (None: unknown)
+        for run, tick, steps, same_input in batch:
+            run_id = run[0]
+            last = written[run_id] if run_id in written else known.get(run_id)
+            if tick is not None:
+                if last is run and cursor.execute(tick_sql, (*tick, run_id, run[9])).rowcount:
+                    for statement in steps:
+                        cursor.execute(*statement)
+                    outcomes.append(None)
+                    continue
+                run = (*run[:6], tick[0], *run[7:10], tick[1], *run[11:])
+            lost = self._write_run(cursor, run, same_input, last)
+            written[run_id] = None if lost else run
+            if lost is None:
+                for statement in steps:
+                    cursor.execute(*statement)
+            outcomes.append(lost)
+        return outcomes, written
+
+    def _write_run(
+        self, cursor: sqlite3.Cursor, run: Row, same_input: bool, last: Row | None
+    ) -> LeaseLostError | None:
+        """Write a run's whole row, given the row this connection last committed for it (None:
+        unknown; then the run may be new: it is inserted first). The LeaseLostError if the run
+        is fenced off."""
         sql = self.sql
         bind = sql.bind
-        cursor = conn.cursor()
-        outcomes: list[BaseException | None] = []
-        for run, steps, same_input in batch:
-            run_id, owner = run[0], run[9]
-            # Row positions: see RUN_COLUMNS. First the steady UPDATE (no indexed column
-            # changes), else the full one (fenced by the owner), else it is a new run or fenced.
-            where = (run_id, owner, run[1], run[3], run[11])
+        run_id, owner = run[0], run[9]
+        if last is None and cursor.execute(*bind(sql["run_insert_new"], run)).rowcount:
+            return None
+        # Row positions: see RUN_COLUMNS. First the steady UPDATE (no indexed column changes;
+        # not tried when the last row says one does), else the full one (fenced by the
+        # owner), else it is a new run or fenced.
+        where = (run_id, owner, run[1], run[3], run[11])
+        if last is None or (last[1], last[3], last[11]) == where[2:]:
             if same_input:
                 steady = bind(sql["run_steady_keep_input"], (run[2], *run[6:9], run[10], run[12], *where))
             else:
                 steady = bind(sql["run_steady"], (run[2], run[4], *run[6:9], run[10], run[12], *where))
-            if cursor.execute(*steady).rowcount == 0:
-                full = bind(sql["run_checkpoint"], (*run[1:5], *run[6:13], run_id, owner, owner))
-                if cursor.execute(*full).rowcount == 0:
-                    found = cursor.execute(sql["run_owner"], (run_id,)).fetchone()
-                    if found is not None:
-                        outcomes.append(
-                            LeaseLostError(
-                                f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id
-                            )
-                        )
-                        continue
-                    cursor.execute(*bind(sql["run_insert"], run))
-            # A few rows per statement: each statement has a cost of its own.
-            for start in range(0, len(steps), _ROWS_PER_UPSERT):
-                rows = steps[start : start + _ROWS_PER_UPSERT]
-                cursor.execute(*bind(sql.upsert_steps(len(rows)), sum(rows, ())))
-            outcomes.append(None)
-        return outcomes
+            if cursor.execute(*steady).rowcount:
+                return None
+        full = bind(sql["run_checkpoint"], (*run[1:5], *run[6:13], run_id, owner, owner))
+        if cursor.execute(*full).rowcount:
+            return None
+        found = cursor.execute(sql["run_owner"], (run_id,)).fetchone()
+        if found is not None:
+            return LeaseLostError(f"run {run_id} is now owned by {found[0]}, not {owner}", run_id=run_id)
+        cursor.execute(*bind(sql["run_insert"], run))
+        return None
 
     def create(
-        self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row], key: tuple[str, str, int] | None
+        self, conn: sqlite3.Connection, run: Row, steps: StepWrites, key: tuple[str, str, int] | None
     ) -> str | None:
         """Insert a new run (and bind ``key``: workflow, key, expiry) unless the key is bound."""
-        return self._transaction(conn, True, self._create, run, steps, key)
+        self._written.pop(run[0], None)
+        bound = self._transaction(conn, True, self._create, run, steps, key)
+        if bound is None:
+            self._remember({run[0]: run})
+        return bound
 
     def _create(
-        self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row], key: tuple[str, str, int] | None
+        self, conn: sqlite3.Connection, run: Row, steps: StepWrites, key: tuple[str, str, int] | None
     ) -> str | None:
         run_id, created_at = run[0], run[5]
         if key is not None:
@@ -228,20 +322,26 @@ class SQLiteOps:
                 return str(bound[0])
         if conn.execute(self.sql["run_owner"], (run_id,)).fetchone() is not None:
             raise InvalidRunStateError(f"run id {run_id!r} is already stored", run_id=run_id)
-        conn.execute(self.sql["run_insert"], run)
-        conn.executemany(self.sql["step_upsert"], steps)
+        cursor = conn.cursor()
+        cursor.execute(*self.sql.bind(self.sql["run_insert"], run))
+        for statement in steps:
+            cursor.execute(*statement)
         if key is not None:
             conn.execute(self.sql["key_bind"], (key[0], key[1], run_id, key[2]))
         return None
 
-    def save(self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row]) -> None:
+    def save(self, conn: sqlite3.Connection, run: Row, steps: StepWrites) -> None:
         """Upsert a run (keeping its created_at) and replace its step records."""
+        self._written.pop(run[0], None)
         self._transaction(conn, True, self._save, run, steps)
+        self._remember({run[0]: run})
 
-    def _save(self, conn: sqlite3.Connection, run: Row, steps: Sequence[Row]) -> None:
-        conn.execute(self.sql["run_upsert"], run)
-        conn.execute(self.sql["steps_delete"], (run[0],))
-        conn.executemany(self.sql["step_upsert"], steps)
+    def _save(self, conn: sqlite3.Connection, run: Row, steps: StepWrites) -> None:
+        cursor = conn.cursor()
+        cursor.execute(*self.sql.bind(self.sql["run_upsert"], run))
+        cursor.execute(self.sql["steps_delete"], (run[0],))
+        for statement in steps:
+            cursor.execute(*statement)
 
     def load(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         """The run with its step records, or None."""
@@ -288,6 +388,7 @@ class SQLiteOps:
 
     def delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
         """Remove a run, its step records and its signals."""
+        self._written.pop(run_id, None)
         return self._transaction(conn, True, self._delete, run_id)
 
     def _delete(self, conn: sqlite3.Connection, run_id: str) -> bool:
@@ -312,6 +413,7 @@ class SQLiteOps:
         self, conn: sqlite3.Connection, run_id: str, owner: str, lease: int, now: int, takeover: str | None
     ) -> RunRecord | None:
         """Compare-and-set the run's owner; the claimed run, or None."""
+        self._written.pop(run_id, None)  # another owner may have written it meanwhile
         return self._transaction(conn, True, self._claim, run_id, owner, lease, now, takeover)
 
     def _claim(
@@ -335,6 +437,7 @@ class SQLiteOps:
 
     def release(self, conn: sqlite3.Connection, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on the run."""
+        self._written.pop(run_id, None)
         self._transaction(conn, True, lambda c: c.execute(self.sql["release"], (run_id, owner)))
 
     # --- signals --------------------------------------------------------------------------
@@ -350,6 +453,7 @@ class SQLiteOps:
     ) -> SignalRecord | None:
         """Store a signal for an unfinished run (and wake it if suspended), unless ``limit``
         untaken signals of that name are stored already."""
+        self._written.pop(run_id, None)  # it may set wake_at
         return self._transaction(conn, True, self._add_signal, run_id, name, payload, at, limit)
 
     def _add_signal(

@@ -129,6 +129,88 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
         raise _explain(step, _STEP_CHECKS, f"step {step.step!r} (seq {step.seq}) of run {run_id}") from None
 
 
+StepParams = tuple[int, tuple[Any, ...]]
+"""A step record as parameters: the shape (bit ``i`` set: column ``i`` of ``STEP_COLUMNS``
+is not NULL) and the values of its non-NULL columns, in column order."""
+
+_ALWAYS = 0b11111  # run_id, seq, step, status, attempts
+_STARTED, _FINISHED, _ERROR, _OUTPUT, _DATA_SET, _DATA_UNSET = (1 << i for i in range(5, 11))
+_CONDITION, _ACTIONS, _WAKE, _WAITING, _LOGS = (1 << i for i in range(11, 16))
+
+
+_recent: list[tuple[datetime | None, int]] = [(None, 0)] * 4
+
+
+def recent_micros(value: datetime) -> int:
+    """``value`` in microseconds; the last few datetimes converted are remembered, since a
+    checkpoint often holds the datetime that the one before converted (a visit's start)."""
+    recent = _recent
+    for entry in recent:
+        if entry[0] is value:
+            return entry[1]
+    micros = (value - _EPOCH) // _MICROSECOND
+    recent.insert(0, (value, micros))  # each entry one object: safe for several threads
+    del recent[4:]
+    return micros
+
+
+def encode_tick(run: RunRecord) -> tuple[int, int] | None:
+    """``run``'s updated_at and lease_expires_at in microseconds; None if either is missing
+    or cannot be stored (:func:`encode_run` then says why)."""
+    updated, lease = run.updated_at, run.lease_expires_at
+    if lease is None:
+        return None
+    try:
+        return recent_micros(updated), (lease - _EPOCH) // _MICROSECOND
+    except _BAD_VALUE:
+        return None
+
+
+def step_params(run_id: str, step: StepRecord) -> StepParams:
+    """One visit's row as :data:`StepParams`: each value encoded once, NULLs not bound at all
+    (binding a None costs Python's sqlite3 module ten times an integer; the statement says
+    NULL instead, see ``Statements.upsert_steps``)."""
+    try:
+        values = [run_id, step.seq, step.step, str(step.status), step.attempts]
+        shape = _ALWAYS
+        if (at := step.started_at) is not None:
+            values.append(recent_micros(at))
+            shape |= _STARTED
+        if (at := step.finished_at) is not None:
+            values.append(recent_micros(at))
+            shape |= _FINISHED
+        if (error := step.error) is not None:
+            values.append(dumps(error.to_json()))
+            shape |= _ERROR
+        if (output := step.output) is not None:
+            values.append(dumps(output))
+            shape |= _OUTPUT
+        if data_set := step.data_set:
+            values.append(_object(data_set))
+            shape |= _DATA_SET
+        if data_unset := step.data_unset:
+            values.append(dumps(list(data_unset)))
+            shape |= _DATA_UNSET
+        if (condition := step.condition) is not None:
+            values.append(int(condition))
+            shape |= _CONDITION
+        if actions := step.actions:
+            values.append(_object(actions))
+            shape |= _ACTIONS
+        if (at := step.wake_at) is not None:
+            values.append((at - _EPOCH) // _MICROSECOND)
+            shape |= _WAKE
+        if (waiting := step.waiting_for) is not None:
+            values.append(waiting)
+            shape |= _WAITING
+        if logs := step.logs:
+            values.append(_encode_logs(logs))
+            shape |= _LOGS
+    except _BAD_VALUE:
+        raise _explain(step, _STEP_CHECKS, f"step {step.step!r} (seq {step.seq}) of run {run_id}") from None
+    return shape, tuple(values)
+
+
 def _encode_logs(logs: tuple[LogLine, ...]) -> str:
     """A visit's log lines as a JSON list of ``[level, microseconds, message]``."""
     return dumps([[line.level, _us(line.time), line.message] for line in logs])

@@ -17,7 +17,8 @@ import attrs
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NONE = type(None)
-_MAX_VARIANTS = 96  # statements with literal NULLs kept (sqlite3 caches 128 prepared statements)
+_MAX_VARIANTS = 64  # statements with literal NULLs kept (sqlite3 caches 128 prepared statements)
+_MAX_UPSERTS = 32  # step upserts by shapes kept (the same cache)
 
 RUN_COLUMNS = (
     "id", "workflow", "fingerprint", "status", "input", "created_at", "updated_at", "finished_at",
@@ -205,6 +206,13 @@ _TEMPLATES: dict[str, str] = {
     "run_steady_keep_input": (
         f"UPDATE {{runs}} SET {', '.join(c + ' = ?' for c in STEADY_KEEP_INPUT)} {_STEADY_WHERE}"
     ),
+    # A new run's first write (ignored, and then fenced, when the id is stored already).
+    "run_insert_new": (
+        f"INSERT INTO {{runs}} ({_cols(RUN_COLUMNS)}) VALUES ({_marks(RUN_COLUMNS)}) ON CONFLICT DO NOTHING"
+    ),
+    # A running run whose other fields are as this process last wrote them: only these two
+    # change (neither indexed). Parameters: updated_at, lease_expires_at, id, owner.
+    "run_tick": "UPDATE {runs} SET updated_at = ?, lease_expires_at = ? WHERE id = ? AND owner = ?",
     "run_delete": "DELETE FROM {runs} WHERE id = ?",
     "list": f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}}{{where}} ORDER BY created_at DESC, pos DESC "
     "LIMIT ? OFFSET ?",
@@ -296,7 +304,7 @@ class Statements:
         }
         self._sql = {name: self._format(text) for name, text in _TEMPLATES.items()}
         self._with_nulls: dict[tuple[str, tuple[type, ...]], str] = {}
-        self._upserts: dict[int, str] = {}
+        self._upserts: dict[tuple[int, ...], str] = {}
 
     def _format(self, text: str) -> str:
         # Leave {marks} and {where} for the statements that take a variable number of values.
@@ -322,14 +330,20 @@ class Statements:
         where.extend(label for _ in range(labels))
         return self._sql["list"].format(where=" WHERE " + " AND ".join(where) if where else "")
 
-    def upsert_steps(self, count: int) -> str:
-        """The statement that upserts ``count`` step records (their rows' values, one after another)."""
-        sql = self._upserts.get(count)
+    def upsert_steps(self, shapes: tuple[int, ...]) -> str:
+        """The statement that upserts one step record per shape (see ``step_params``): ``?``
+        for the columns a shape has, NULL for the others; parameters: the rows' values, one
+        row after another."""
+        sql = self._upserts.get(shapes)
         if sql is None:
             row = f"({_marks(STEP_COLUMNS)})"
-            rows = ", ".join([row] * count)
+            rows = ", ".join(
+                "(" + ", ".join("?" if shape >> i & 1 else "NULL" for i in range(len(STEP_COLUMNS))) + ")"
+                for shape in shapes
+            )
             sql = self._sql["step_upsert"].replace(f"VALUES {row}", f"VALUES {rows}", 1)
-            self._upserts[count] = sql
+            if len(self._upserts) < _MAX_UPSERTS:
+                self._upserts[shapes] = sql
         return sql
 
     def bind(self, sql: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:

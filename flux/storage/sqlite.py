@@ -33,13 +33,32 @@ from flux.storage._common import FINISHED, finished_statuses
 from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
-from flux.storage._sqlite_ops import Checkpoint, SQLiteOps
-from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_step, micros
+from flux.storage._sqlite_ops import Checkpoint, SQLiteOps, step_writes
+from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_tick, micros
 from flux.storage._sqlite_schema import Statements
 from flux.storage._sqlite_wal import WalCheckpointer
 
 T = TypeVar("T")
-_INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_KNOWN_RUNS = 10_000  # runs whose last encoded row is remembered
+_RUNNING = RunStatus.RUNNING
+
+
+def _ticked(run: RunRecord, last: RunRecord) -> bool:
+    """Whether ``run`` holds the objects of ``last`` but for updated_at and lease_expires_at
+    (the engine builds each checkpoint's record from the last one: identity says it all)."""
+    return (
+        run.status is last.status
+        and run.owner is last.owner
+        and run.error is last.error
+        and run.finished_at is last.finished_at
+        and run.wake_at is last.wake_at
+        and run.deadline_at is last.deadline_at
+        and run.fingerprint is last.fingerprint
+        and run.workflow is last.workflow
+        and run.created_at is last.created_at
+        and run.cancel_requested is last.cancel_requested
+        and run.labels is last.labels
+    )
 
 
 class SQLiteStorage:
@@ -81,9 +100,9 @@ class SQLiteStorage:
         self._opening = asyncio.Lock()
         self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_checkpoints)
         self._wal = WalCheckpointer()
-        # The input object and text this process last wrote per in-flight run: a run's input
-        # never changes, so a checkpoint given the same object skips encoding and rewriting it.
-        self._inputs: dict[str, tuple[JSON, str | None]] = {}
+        # Per unfinished run, the record and the row of its last checkpoint: a checkpoint whose
+        # fields are the same objects encodes and writes only what changed.
+        self._known: dict[str, tuple[RunRecord, Row]] = {}
         self.read_only = False
         """True once opened read-only (a ``mode=ro`` URI or a file without write permission)."""
 
@@ -198,8 +217,8 @@ class SQLiteStorage:
 
     async def save(self, run: RunRecord) -> None:
         """Insert or replace ``run`` and all its step records; ``created_at`` is kept on update."""
-        steps = [encode_step(run.id, record) for record in run.steps]
-        self._inputs.pop(run.id, None)
+        steps = step_writes(self._ops.sql, run.id, run.steps)
+        self._known.pop(run.id, None)
         await self._call(self._ops.save, encode_run(run, encode_input(run)), steps)
 
     async def create(
@@ -212,13 +231,13 @@ class SQLiteStorage:
         Raises:
             InvalidRunStateError: the run's id is taken (nothing is written).
         """
-        steps = [encode_step(run.id, record) for record in run.steps]
+        steps = step_writes(self._ops.sql, run.id, run.steps)
         binding = None
         if key is not None:
             if key_expires_at is None:
                 raise ValueError("create(key=...) needs key_expires_at")
             binding = (run.workflow, key, micros(key_expires_at, "key_expires_at"))
-        self._inputs.pop(run.id, None)
+        self._known.pop(run.id, None)
         return await self._call(self._ops.create, encode_run(run, encode_input(run)), steps, binding)
 
     async def load(self, run_id: str) -> RunRecord | None:
@@ -241,7 +260,7 @@ class SQLiteStorage:
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run, its step records and signals; False when there was none."""
-        self._inputs.pop(run_id, None)
+        self._known.pop(run_id, None)
         return await self._call(self._ops.delete, run_id)
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
@@ -254,35 +273,49 @@ class SQLiteStorage:
                 of this checkpoint is written; other checkpoints of the batch are).
             StorageError: a value is not JSON, or the database failed.
         """
-        row, same_input = self._encode(run)
-        await self._commits.submit((row, [encode_step(run.id, record) for record in steps], same_input))
+        await self._commits.submit(self._encode(run, steps))
 
     async def _write_checkpoints(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
         """Write a batch of checkpoints in one transaction (one thread hop); one outcome each."""
+        db = self._db
         try:
-            outcomes = await self._call(self._ops.write_checkpoints, items)
+            if db is None:
+                outcomes = await self._call(self._ops.write_checkpoints, items)
+            else:
+                outcomes = await self._run(db, self._ops.write_checkpoints, items)
         except Exception as exc:
             error = self._outcome_error(exc)
             if error is exc:
                 raise
             raise error from exc
         self._wal.written(len(items))
-        return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
+        if any(outcomes):
+            return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
+        return outcomes
 
-    def _encode(self, run: RunRecord) -> tuple[Row, bool]:
-        """The run's row, and whether its input is the object this process wrote last."""
-        known = self._inputs.get(run.id)
-        if known is not None and known[0] is run.input:
-            text, same = known[1], True
+    def _encode(self, run: RunRecord, steps: Sequence[StepRecord]) -> Checkpoint:
+        """A checkpoint of ``run`` and ``steps``, each value encoded once: the fields that are
+        the objects of the run's last checkpoint are not encoded again, and while it runs with
+        only its times changed, only those are written (a tick: see ``write_checkpoints``)."""
+        known = self._known.get(run.id)
+        if known is None:
+            row, same_input = encode_run(run, encode_input(run)), False
         else:
-            text, same = encode_input(run), False
-        if run.status in FINISHED:
-            self._inputs.pop(run.id, None)
+            last, row = known
+            same_input = run.input is last.input
+            if same_input and run.status is _RUNNING and run.owner is not None and _ticked(run, last):
+                tick = encode_tick(run)
+                if tick is not None:
+                    return row, tick, step_writes(self._ops.sql, run.id, steps), True
+            row = encode_run(run, row[4] if same_input else encode_input(run))
+        writes = step_writes(self._ops.sql, run.id, steps)
+        if run.steps or run.status in FINISHED:  # (a run with steps is no engine's header)
+            self._known.pop(run.id, None)
         else:
-            if len(self._inputs) >= _INPUT_CACHE and run.id not in self._inputs:
-                del self._inputs[next(iter(self._inputs))]
-            self._inputs[run.id] = (run.input, text)
-        return encode_run(run, text), same
+            if len(self._known) >= _KNOWN_RUNS and run.id not in self._known:
+                del self._known[next(iter(self._known))]
+            self._known[run.id] = (run, row)
+        return row, None, writes, same_input
 
     def _outcome_error(self, outcome: BaseException) -> BaseException:
         if isinstance(outcome, UnicodeEncodeError):  # a lone surrogate got past the JSON check
