@@ -257,9 +257,9 @@ def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original: Callable[..., Any] = SQLiteOps.write_checkpoints
 
-    def spy(self: SQLiteOps, conn: sqlite3.Connection, batch: Sequence[Any]) -> Any:
+    def spy(self: SQLiteOps, conn: sqlite3.Connection, batch: Sequence[Any], wait: bool = True) -> Any:
         sizes.append(len(batch))
-        return original(self, conn, batch)
+        return original(self, conn, batch, wait)
 
     monkeypatch.setattr(SQLiteOps, "write_checkpoints", spy)
     return sizes
@@ -297,7 +297,13 @@ async def test_a_fenced_checkpoint_in_a_batch_fails_alone(
         assert steps == {f"r{i}": 0 if i == 5 else 1 for i in range(10)}
 
 
-async def test_a_checkpoint_is_one_thread_hop(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_checkpoint_takes_the_thread_only_when_the_database_is_busy(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint is written on the event loop's thread (no hop to aiosqlite's). While
+    another connection holds the write lock it goes through the thread, in one hop, and waits
+    there: the loop goes on meanwhile (this test's own loop turns), and it commits once the
+    lock is free."""
     hops: list[str] = []
     original: Callable[..., Any] = aiosqlite.Connection._execute
 
@@ -309,10 +315,27 @@ async def test_a_checkpoint_is_one_thread_hop(db_path: Path, monkeypatch: pytest
         await storage.save(run_record(steps=tuple(step_record(i) for i in range(100))))
         monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
         await storage.checkpoint(run_record(updated_at=at(1)), [step_record(100), step_record(101)])
+        assert hops == []
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            writing = asyncio.ensure_future(
+                storage.checkpoint(run_record(updated_at=at(2)), [step_record(102)])
+            )
+            for _ in range(10_000):  # until it waits on the thread; the loop is free meanwhile
+                if hops:
+                    break
+                await asyncio.sleep(0)
+            assert hops == ["write_checkpoints"]
+            assert not writing.done()
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        await writing
         monkeypatch.undo()
         loaded = await storage.load("run-1")
-    assert hops == ["write_checkpoints"]
-    assert loaded is not None and len(loaded.steps) == 102
+    assert loaded is not None and len(loaded.steps) == 103
+    assert loaded.updated_at == at(2)
 
 
 # --- a tick: only updated_at and the lease written -----------------------------------------

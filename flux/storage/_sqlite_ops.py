@@ -1,7 +1,9 @@
 """SQLiteStorage's operations as plain functions of a ``sqlite3.Connection``.
 
 Each public method is a whole transaction and runs in one go on aiosqlite's worker thread (see
-``SQLiteStorage._call``), so every storage call costs one thread hop. Writes start with
+``SQLiteStorage._call``), so every storage call costs one thread hop; checkpoints may also run
+on the event loop's thread, on a connection that does not wait (``wait=False``: a busy
+database raises at once, and the caller takes the thread). Writes start with
 ``BEGIN IMMEDIATE`` (the write lock up front: no deadlock between two writers upgrading read
 locks); a busy database is waited for by SQLite's busy timeout, and the few "busy" answers
 SQLite gives without waiting (while another process opens or recovers the WAL) are retried here
@@ -85,13 +87,16 @@ class SQLiteOps:
         self._written: dict[str, Row] = {}
         """The row of each unfinished run as this connection last committed it (for a tick:
         see ``write_checkpoints``); dropped by any other write to the run through it."""
-        self._cursor: sqlite3.Cursor | None = None
+        self._cursors: dict[sqlite3.Connection, sqlite3.Cursor] = {}
         self._tick_sql = sql["run_tick"]
 
     # --- transactions ---------------------------------------------------------------------
 
-    def _transaction(self, conn: sqlite3.Connection, write: bool, body: Callable[..., T], *args: Any) -> T:
-        """Run ``body(conn, *args)`` in one transaction, retrying while the database is busy.
+    def _transaction(
+        self, conn: sqlite3.Connection, write: bool, body: Callable[..., T], *args: Any, wait: bool = True
+    ) -> T:
+        """Run ``body(conn, *args)`` in one transaction, retrying while the database is busy
+        (with ``wait`` false: raising at the first "busy", on a connection that does not wait).
 
         SQLite's busy handler already waits for a lock; the retries cover the "busy" answers
         given without waiting, within the same overall ``busy_timeout``.
@@ -111,7 +116,7 @@ class SQLiteOps:
                     raise
                 return result
             except sqlite3.OperationalError as exc:
-                if not is_busy(exc):
+                if not wait or not is_busy(exc):
                     raise
                 now = time.monotonic()
                 if deadline is None:  # the wait began with the first try, a moment ago
@@ -123,10 +128,14 @@ class SQLiteOps:
 
     def cursor(self, conn: sqlite3.Connection) -> sqlite3.Cursor:
         """A cursor of ``conn`` kept for the writes (``conn.execute`` makes a new one each time)."""
-        cursor = self._cursor
-        if cursor is None or cursor.connection is not conn:
-            cursor = self._cursor = conn.cursor()
+        cursor = self._cursors.get(conn)
+        if cursor is None:
+            cursor = self._cursors[conn] = conn.cursor()
         return cursor
+
+    def forget_connection(self, conn: sqlite3.Connection) -> None:
+        """Drop the kept cursor of a connection about to close."""
+        self._cursors.pop(conn, None)
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -196,7 +205,7 @@ class SQLiteOps:
     # --- runs -----------------------------------------------------------------------------
 
     def write_checkpoints(
-        self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
+        self, conn: sqlite3.Connection, batch: Sequence[Checkpoint], wait: bool = True
     ) -> list[BaseException | None]:
         """Write a batch of checkpoints in one transaction; one outcome per checkpoint.
 
@@ -210,7 +219,7 @@ class SQLiteOps:
         connection last committed for the run; otherwise the whole row is written.
         """
         try:
-            outcomes, written = self._transaction(conn, True, self._write_batch, batch)
+            outcomes, written = self._transaction(conn, True, self._write_batch, batch, wait=wait)
         except Exception as exc:
             if len(batch) == 1 or (isinstance(exc, sqlite3.Error) and is_busy(exc)):
                 self._forget(item[0][0] for item in batch)
@@ -223,8 +232,10 @@ class SQLiteOps:
         outcomes = []
         for item in batch:
             try:
-                (outcome,), written = self._transaction(conn, True, self._write_batch, [item])
+                (outcome,), written = self._transaction(conn, True, self._write_batch, [item], wait=wait)
             except Exception as exc:
+                if not wait and isinstance(exc, sqlite3.Error) and is_busy(exc):
+                    raise  # the caller writes the batch again where it may wait (upserts: idempotent)
                 outcomes.append(exc)
             else:
                 outcomes.append(outcome)

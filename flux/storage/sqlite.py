@@ -6,7 +6,8 @@ write lock up front (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for an
 
 Checkpoints use group commit: checkpoints that arrive while a write is in flight are queued and
 written together in the next transaction, so many runs in flight share one commit. Each caller
-still returns only once its own checkpoint is committed.
+still returns only once its own checkpoint is committed. They are written on the event loop's
+thread when they can be (see ``_write_checkpoints``), everything else on aiosqlite's thread.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ from flux.storage._common import FINISHED, finished_statuses
 from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
-from flux.storage._sqlite_ops import Checkpoint, SQLiteOps, step_writes
+from flux.storage._sqlite_ops import Checkpoint, SQLiteOps, is_busy, step_writes
 from flux.storage._sqlite_rows import Row, encode_input, encode_json, encode_run, encode_tick, micros
 from flux.storage._sqlite_schema import Statements
-from flux.storage._sqlite_wal import WalCheckpointer
+from flux.storage._sqlite_wal import SAFETY_NET_PAGES, WalCheckpointer
 
 T = TypeVar("T")
 _KNOWN_RUNS = 10_000  # runs whose last encoded row is remembered
@@ -97,6 +98,9 @@ class SQLiteStorage:
         self.table_prefix = table_prefix
         self._ops = SQLiteOps(Statements(table_prefix), self.busy_timeout, self.path)
         self._db: aiosqlite.Connection | None = None
+        self._direct: sqlite3.Connection | None = None
+        """A second connection, used on the event loop's own thread (see ``_write_checkpoints``)."""
+        self._hops = 0  # calls on their way to, or running on, aiosqlite's thread
         self._opening = asyncio.Lock()
         self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_checkpoints)
         self._wal = WalCheckpointer()
@@ -173,6 +177,8 @@ class SQLiteStorage:
             await self._run(db, self._ops.setup, read_only)
             if not read_only and database != ":memory:":
                 await self._wal.open(database, uri, self.busy_timeout)
+                if not (uri and "mode=memory" in database):  # a second memory connection: another database
+                    self._direct = _open_direct(database, uri)
         except BaseException:
             await db.close()
             raise
@@ -182,6 +188,10 @@ class SQLiteStorage:
         """Wait for queued checkpoints, then close the connection. Safe to call twice."""
         await self._commits.wait_idle()
         await self._wal.close()
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            self._ops.forget_connection(direct)
+            direct.close()
         db, self._db = self._db, None
         if db is not None:
             await db.close()
@@ -200,6 +210,7 @@ class SQLiteStorage:
         several hops. ``_execute`` queues one function for that thread and ``_conn`` is the
         sqlite3 connection it owns (aiosqlite is pinned below 0.23 for these two names).
         """
+        self._hops += 1
         try:
             result: T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
         except sqlite3.Error as exc:
@@ -208,6 +219,8 @@ class SQLiteStorage:
             if "closed" not in str(exc) and "no active connection" not in str(exc):
                 raise
             raise StorageError(f"{self!r} was closed while a call was in flight") from exc
+        finally:
+            self._hops -= 1
         return result
 
     def _error(self, exc: sqlite3.Error) -> StorageError:
@@ -264,7 +277,7 @@ class SQLiteStorage:
         return await self._call(self._ops.delete, run_id)
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
-        """Write ``run``'s own fields and upsert ``steps``, atomically, in one thread hop.
+        """Write ``run``'s own fields and upsert ``steps``, atomically, in one transaction.
 
         Checkpoints arriving while another is being written share the next transaction.
 
@@ -276,13 +289,27 @@ class SQLiteStorage:
         await self._commits.submit(self._encode(run, steps))
 
     async def _write_checkpoints(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        """Write a batch of checkpoints in one transaction (one thread hop); one outcome each."""
-        db = self._db
+        """Write a batch of checkpoints in one transaction; one outcome each.
+
+        While nothing is on its way to aiosqlite's thread, the batch is written on the event
+        loop's own thread, through a second connection that never waits for a lock: in WAL mode
+        with ``synchronous=NORMAL`` a commit appends to the WAL file without an fsync (the WAL
+        is copied back off the write path, see ``_sqlite_wal.py``), which costs less than the
+        hop to the thread and back. Should another connection hold the write lock ("busy"),
+        the batch goes through the thread as before, where waiting is fine.
+        """
+        db, direct = self._db, self._direct
+        outcomes: builtins.list[Outcome] | None = None
         try:
-            if db is None:
-                outcomes = await self._call(self._ops.write_checkpoints, items)
-            else:
-                outcomes = await self._run(db, self._ops.write_checkpoints, items)
+            if direct is not None and not self._hops:
+                if len(items) == 1:
+                    # Group commit: checkpoints of other runs that are ready now queue behind
+                    # this one (and go together next) instead of each committing alone.
+                    await asyncio.sleep(0)
+                if not self._hops:
+                    outcomes = self._write_direct(direct, items)
+            if outcomes is None:  # not tried, or busy: through aiosqlite's thread
+                outcomes = await self._through_thread(db, items)
         except Exception as exc:
             error = self._outcome_error(exc)
             if error is exc:
@@ -292,6 +319,26 @@ class SQLiteStorage:
         if any(outcomes):
             return [None if outcome is None else self._outcome_error(outcome) for outcome in outcomes]
         return outcomes
+
+    async def _through_thread(
+        self, db: aiosqlite.Connection | None, items: Sequence[Checkpoint]
+    ) -> builtins.list[Outcome]:
+        if db is None:
+            return await self._call(self._ops.write_checkpoints, items)
+        return await self._run(db, self._ops.write_checkpoints, items)
+
+    def _write_direct(
+        self, direct: sqlite3.Connection, items: Sequence[Checkpoint]
+    ) -> builtins.list[Outcome] | None:
+        """``write_checkpoints`` on the loop's thread; None when the database is busy."""
+        try:
+            return self._ops.write_checkpoints(direct, items, wait=False)
+        except sqlite3.OperationalError as exc:
+            if is_busy(exc):
+                return None
+            raise self._error(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def _encode(self, run: RunRecord, steps: Sequence[StepRecord]) -> Checkpoint:
         """A checkpoint of ``run`` and ``steps``, each value encoded once: the fields that are
@@ -395,3 +442,17 @@ class SQLiteStorage:
     async def cancel_requests(self, owner: str) -> builtins.list[RunRecord]:
         """Unfinished runs held by ``owner`` with a cancellation requested; no steps."""
         return await self._call(self._ops.headers, "cancel_requests", (owner,))
+
+
+def _open_direct(database: str, uri: bool) -> sqlite3.Connection:
+    """The connection for checkpoints written on the event loop's thread: autocommit, a busy
+    database answered at once (``timeout=0``: the loop never waits for a lock), and the
+    writer's pragmas (``synchronous=NORMAL``, the WAL autocheckpoint safety net)."""
+    conn = sqlite3.connect(database, uri=uri, isolation_level=None, timeout=0)
+    try:
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {SAFETY_NET_PAGES}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
