@@ -343,10 +343,8 @@ def step_visit(
     The same record as the constructor makes, built from one dict instead of the generated
     keyword ``__init__`` (a step makes two of these per attempt).
     """
-    record = _new(StepRecord)
-    _set(
-        record,
-        "__dict__",
+    return _built(
+        StepRecord,
         {
             "seq": seq,
             "step": step,
@@ -365,7 +363,6 @@ def step_visit(
             "logs": (),
         },
     )
-    return record
 
 
 def revise(record: _R, **changes: Any) -> _R:

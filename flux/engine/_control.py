@@ -99,11 +99,11 @@ class ControlOps(ReadOps):
         completed steps are compensated first. ``workflow_cancel`` is emitted.
         """
         driver, task = self._active.get(run_id), self._tasks.get(run_id)
-        ending = self._running(run_id) if driver is not None and task is not None else None
+        ending = self._running(run_id) if task is not None else None  # None too when no driver
         if driver is not None and task is not None and ending is not None:
             driver.request_cancel(reason, compensate)
             task.cancel()
-            result: RunResult | None = await ending
+            result = await ending
             if result is not None and result.status.finished:
                 return result
             # It suspended before the request reached it: cancel the stored run below.

@@ -24,7 +24,7 @@ from types import CoroutineType
 
 import attrs
 
-from flux.context import RunData, StepContext
+from flux.context import RunData
 from flux.control import Directive, Goto
 from flux.engine._attempt import call_sync, maybe_await, resume_handler, within
 from flux.engine._due import after
@@ -191,8 +191,7 @@ class Visitor:
                     now = await d.flush(stamp, status=RunStatus.RUNNING, wake_at=None)
                 stamp = None
             data = d.data if alone else d.copy_data()
-            actions = d.records[seq].actions
-            context = StepContext.of(d.scope, call.name, seq, attempt, data, actions, failure)
+            context = d.context(call.name, seq, attempt, data, failure)
             try:
                 if not call.is_async:
                     output = await call_sync(clock, self.env.executor, call.fn, context, timeout)

@@ -43,8 +43,6 @@ class _Step:
 
 
 def _copy_mapping(mapping: Mapping[str, JSON]) -> Mapping[str, JSON]:
-    if not mapping:
-        return EMPTY
     copy: dict[str, JSON] = copy_json(mapping if type(mapping) is dict else dict(mapping))
     return copy
 
