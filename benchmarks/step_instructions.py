@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 STEPS = 10
-WORKLOADS = ("memory-noop", "memory-data", "sqlite-data", "raw-sqlite")
+WORKLOADS = ("memory-noop", "memory-data", "sqlite-data", "raw-sqlite", "postgres-noop", "raw-asyncpg")
 TARGETS = {"memory-noop": 106_000, "memory-data": 130_000}
 SQLITE_RATIO_TARGET = 2.5
 
@@ -59,7 +59,12 @@ async def flux_workload(name: str, runs: int, directory: Path) -> None:
     for index in range(STEPS):
         builder = builder.step(f"step-{index}", handler)
     plan = builder.build()
-    storage = SQLiteStorage(directory / "flux.db") if name == "sqlite-data" else MemoryStorage()
+    if name == "postgres-noop":
+        from flux.storage import PostgresStorage
+
+        storage: Any = PostgresStorage(_dsn(), schema="flux_instructions")
+    else:
+        storage = SQLiteStorage(directory / "flux.db") if name == "sqlite-data" else MemoryStorage()
     async with FluxEngine(storage=storage) as engine:
         await engine.execute(plan)  # warm up: first-run caches, schema, first pages
         for _ in range(runs):
@@ -84,9 +89,28 @@ async def raw_workload(runs: int, directory: Path) -> None:
                 await db.execute(upsert, (run, step, json.dumps(state)))
 
 
+def _dsn() -> str:
+    return os.environ.get("FLUX_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def raw_asyncpg_workload(runs: int) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_dsn())
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS flux_raw_steps (run_id text, seq int, output text)")
+        for run in range(runs + 1):
+            for step in range(STEPS):
+                await conn.execute("INSERT INTO flux_raw_steps VALUES ($1, $2, $3)", str(run), step, '"ok"')
+    finally:
+        await conn.close()
+
+
 def run_workload(name: str, runs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="flux-instructions-") as tmp:
-        if name == "raw-sqlite":
+        if name == "raw-asyncpg":
+            asyncio.run(raw_asyncpg_workload(runs))
+        elif name == "raw-sqlite":
             asyncio.run(raw_workload(runs, Path(tmp)))
         else:
             asyncio.run(flux_workload(name, runs, Path(tmp)))

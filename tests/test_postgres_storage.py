@@ -14,8 +14,11 @@ from postgres_support import drop_schema, new_schema, postgres_dsn, schema_stora
 
 from flux import FluxEngine, RunStatus, StepContext, create_workflow
 from flux.errors import SchemaVersionError, StorageError, UnknownSignalError
+from flux.records import RunFilter
 from flux.storage import PostgresStorage, from_url
-from flux.storage._postgres_sql import MIGRATIONS
+from flux.storage._postgres_sql import MIGRATIONS, Statements
+from flux.storage._sqlite_rows import encode_input, encode_run
+from flux.storage._sqlite_schema import STEP_COLUMNS
 from flux.testing._factories import at, run_record
 
 
@@ -119,6 +122,44 @@ async def test_several_processes_opening_at_once_migrate_once() -> None:
     finally:
         for store in stores:
             await store.close()
+        await drop_schema(dsn, schema)
+
+
+async def test_a_version_3_schema_is_migrated_and_keeps_its_labelled_runs() -> None:
+    """Migration 4 replaces the generated ``label_index`` column by an index on the labels
+    expression: runs stored before it keep their labels, and ``list(labels=)`` still finds them."""
+    dsn, schema = postgres_dsn(), new_schema()
+    sql = Statements(schema, "flux_")
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(sql["create_version_table"])
+            for migration in MIGRATIONS[:3]:
+                await conn.execute(";\n".join(sql.migration(migration)))
+                await conn.execute(sql["record_version"], migration.version, migration.description)
+        old = run_record("old-run", labels={"tenant": "acme", "tier": "gold"})
+        other = run_record("other-run", labels={"tenant": "zeta"})
+        for run in (old, other):
+            no_steps: list[list[Any]] = [[]] * len(STEP_COLUMNS)
+            await conn.execute(sql["create"], *encode_run(run, encode_input(run)), *no_steps)
+        store = PostgresStorage(dsn, schema=schema, min_size=1, max_size=2)
+        try:
+            found = await store.list(RunFilter(labels={"tenant": "acme"}))
+            assert [run.id for run in found] == ["old-run"]
+            assert found[0].labels == {"tenant": "acme", "tier": "gold"}
+        finally:
+            await store.close()
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = 'flux_runs'",
+            schema,
+        )
+        assert "label_index" not in {row[0] for row in columns}
+        version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".flux_schema')
+        assert version == MIGRATIONS[-1].version
+    finally:
+        await conn.close()
         await drop_schema(dsn, schema)
 
 

@@ -5,12 +5,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
-from flux.records import RunFilter
+from flux.records import RunFilter, RunRecord
 from flux.status import RunStatus
 
 T = TypeVar("T")
 
 FINISHED = frozenset(s for s in RunStatus if s.finished)
+
+
+def only_times_moved(run: RunRecord, last: RunRecord) -> bool:
+    """Whether ``run`` holds the objects of ``last`` but for updated_at and lease_expires_at
+    (the engine builds each checkpoint's record from the last one: identity says it all).
+    Then a checkpoint of a running run may write those two times alone (a *tick*)."""
+    return (
+        run.status is last.status
+        and run.owner is last.owner
+        and run.error is last.error
+        and run.finished_at is last.finished_at
+        and run.wake_at is last.wake_at
+        and run.deadline_at is last.deadline_at
+        and run.fingerprint is last.fingerprint
+        and run.workflow is last.workflow
+        and run.created_at is last.created_at
+        and run.cancel_requested is last.cancel_requested
+        and run.labels is last.labels
+    )
 
 
 def finished_statuses(status: Sequence[RunStatus | str] | None) -> frozenset[RunStatus]:

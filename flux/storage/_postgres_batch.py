@@ -5,26 +5,42 @@ one statement, by the next round trip, on a connection held between batches.
 The batch statement upserts every run row and step record given as arrays (``unnest``); a run
 whose stored owner is not the writer's is fenced off (its row is not returned) and gets a
 :class:`LeaseLostError`, while the rest of the batch commits.
+
+A checkpoint that only moves a running run's times (a *tick*: ``updated_at`` and the lease) is
+written, when alone in its batch, as a two-column UPDATE fenced by the owner, with its step
+records: about a tenth less server work than the full row's upsert. It is used only while the
+row it was computed from is the one this writer last committed for the run; otherwise, or
+when the UPDATE finds no row of that owner, the whole row is written (and fenced) as usual.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from flux.errors import LeaseLostError, StorageError
+from flux.storage._common import FINISHED
 from flux.storage._group_commit import Outcome
 from flux.storage._postgres_conn import driver, retrying
 from flux.storage._postgres_sql import ONE_STEPS, Statements
 from flux.storage._sqlite_rows import Row
 from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
-Checkpoint = tuple[Row, Sequence[Row]]
-"""One checkpoint: the encoded run row (input None: keep the stored one) and its step rows."""
+Tick = tuple[int, int]
+"""A run's new ``updated_at`` and ``lease_expires_at``, in microseconds."""
 
-_OWNER = 9  # position of owner in a run row (RUN_COLUMNS)
-_INPUT = 4
+Checkpoint = tuple[Row, Tick | None, Sequence[Row]]
+"""One checkpoint: the encoded run row (input None: keep the stored one), its tick (None: not
+one; then the row holds the new times, else the row's times are those of the write it builds
+on) and its step rows."""
+
+Full = tuple[Row, Sequence[Row]]
+"""A checkpoint with its whole run row (no tick)."""
+
+_INPUT, _UPDATED, _OWNER, _LEASE = 4, 6, 9, 10  # positions in a run row (RUN_COLUMNS)
+_KNOWN_RUNS = 10_000  # runs whose last committed row is remembered
+_FINISHED = frozenset(str(status) for status in FINISHED)  # as a row holds them
 _NO_STEP = (None,) * len(STEP_COLUMNS)
 
 
@@ -51,10 +67,14 @@ class BatchWriter:
         self._hold = hold
         self._conn: Any = None
         self._one = sql["checkpoint_one"]
+        self._tick = sql["checkpoint_tick"]
+        # The run row this writer last committed, per unfinished run: a tick built on it may
+        # write the times alone.
+        self._written: dict[str, Row] = {}
 
     async def write(self, items: Sequence[Checkpoint]) -> list[Outcome]:
         """Write checkpoints (several in one statement); one outcome per item."""
-        if len(items) == 1 and _distinct(items[0][1]):  # nothing to merge: a sequential run's
+        if len(items) == 1 and _distinct(items[0][2]):  # nothing to merge: a sequential run's
             return [await self._write_alone(items[0])]
         outcomes: list[Outcome] = [None] * len(items)
         pending = list(range(len(items)))
@@ -64,7 +84,7 @@ class BatchWriter:
                 results = await retrying(self._where, functools.partial(self._write, merged))
             except StorageError as exc:
                 # One bad value fails the whole statement: write each alone to find it.
-                results = [exc] if len(merged) == 1 else [await self._write_alone(item) for item in merged]
+                results = [exc] if len(merged) == 1 else [await self._write_full(item) for item in merged]
             for result, indexes in zip(results, members, strict=True):
                 for index in indexes:
                     outcomes[pending[index]] = result
@@ -72,43 +92,106 @@ class BatchWriter:
         return outcomes
 
     async def _write_alone(self, item: Checkpoint) -> Outcome:
+        row, tick, steps = item
+        if tick is None:
+            return await self._write_full((row, steps))
+        if self._written.get(row[0]) is row and len(steps) <= ONE_STEPS:
+            try:
+                if await retrying(self._where, functools.partial(self._write_tick, row, tick, steps)):
+                    return None
+            except StorageError as exc:
+                self._written.pop(row[0], None)
+                return exc
+        # Not built on this writer's last write, or that owner has no such row: the whole row.
+        outcome = await self._write_full((expand(row, tick), steps))
+        if outcome is None:
+            self._remember(row)  # the stored row is ``row`` but for its times: later ticks build on it
+        return outcome
+
+    async def _write_full(self, item: Full) -> Outcome:
         try:
             return (await retrying(self._where, functools.partial(self._write, (item,))))[0]
         except StorageError as exc:
             return exc
 
-    async def _write(self, merged: Sequence[Checkpoint]) -> list[Outcome]:
+    async def _write_tick(self, row: Row, tick: Tick, steps: Sequence[Row]) -> bool:
+        """The tick's UPDATE and its step records, in one statement; False (nothing written)
+        when the run has no row held by the checkpoint's owner."""
+        return bool(await self._fetch(self._tick, [*tick, row[0], row[_OWNER], *_slots(steps)], (row[0],)))
+
+    async def _write(self, merged: Sequence[Full]) -> list[Outcome]:
         if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters
             run, steps = merged[0]
-            slots = [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
-            sql, args = self._one, [*run, *slots]
+            sql, args = self._one, [*run, *_slots(steps)]
         else:
             runs = columns([row for row, _ in merged], len(RUN_COLUMNS))
             arrays = columns([step for _, rows in merged for step in rows], len(STEP_COLUMNS))
             sql, args = self._sql["checkpoint"], [*runs, *arrays]
+        run_ids = [row[0] for row, _ in merged]
+        written = {row[0] for row in await self._fetch(sql, args, run_ids)}
+        lost = [run_id for run_id in run_ids if run_id not in written]
+        owners = dict(await self._fetch(self._sql["owners"], [lost], lost)) if lost else {}
+        for row, _ in merged:
+            if row[0] in written:
+                self._remember(row)
+            else:
+                self._written.pop(row[0], None)
+        return [
+            None if row[0] in written else fenced(row[0], owners.get(row[0]), row[_OWNER])
+            for row, _ in merged
+        ]
+
+    async def _fetch(self, sql: str, args: Sequence[Any], run_ids: Sequence[str]) -> Any:
+        """``fetch`` on the held connection (acquired first if need be). On an error the
+        connection goes back to the pool, and the runs ``run_ids`` are forgotten."""
         conn = self._conn
         if conn is None or not _usable(conn):
             await self.close()
             conn = self._conn = await self._pool().acquire()
         try:
-            written = {row[0] for row in await conn.fetch(sql, *args)}
-            lost = [row[0] for row, _ in merged if row[0] not in written]
-            owners = dict(await conn.fetch(self._sql["owners"], lost)) if lost else {}
+            found = await conn.fetch(sql, *args)
         except BaseException:
+            self.forget(run_ids)
             await self.close()  # a lost or busy connection: the pool resets or replaces it
             raise
         if not self._hold():
             await self.close()
-        return [
-            None if row[0] in written else fenced(row[0], owners.get(row[0]), row[_OWNER])
-            for row, _ in merged
-        ]
+        return found
+
+    def _remember(self, row: Row) -> None:
+        written = self._written
+        if row[3] in _FINISHED:
+            written.pop(row[0], None)
+            return
+        if len(written) >= _KNOWN_RUNS and row[0] not in written:
+            del written[next(iter(written))]
+        written[row[0]] = row
+
+    def forget(self, run_ids: Iterable[str]) -> None:
+        """Forget what was written of these runs (another call changed their rows): their
+        next checkpoint writes the whole row."""
+        for run_id in run_ids:
+            self._written.pop(run_id, None)
 
     async def close(self) -> None:
         """Give the held connection back to the pool (if any)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool().release(conn)
+
+
+def _slots(steps: Sequence[Row]) -> list[Any]:
+    """Up to ONE_STEPS step rows as the plain parameters of a one-run statement (NULLs for a
+    missing one)."""
+    return [value for i in range(ONE_STEPS) for value in (steps[i] if i < len(steps) else _NO_STEP)]
+
+
+def expand(row: Row, tick: Tick | None) -> Row:
+    """The whole run row of a checkpoint: ``row`` with the tick's times (``row`` itself
+    without a tick)."""
+    if tick is None:
+        return row
+    return (*row[:_UPDATED], tick[0], *row[_UPDATED + 1 : _LEASE], tick[1], *row[_LEASE + 1 :])
 
 
 def _usable(conn: Any) -> bool:
@@ -126,9 +209,9 @@ def _distinct(steps: Sequence[Row]) -> bool:
     return len(steps) < 2 or len({step[1] for step in steps}) == len(steps)
 
 
-def merge(items: Sequence[Checkpoint]) -> tuple[list[Checkpoint], list[list[int]], list[int]]:
-    """Fold checkpoints of one run into one (later fields and step records win), in run-id order
-    (so concurrent batches lock rows in the same order).
+def merge(items: Sequence[Checkpoint]) -> tuple[list[Full], list[list[int]], list[int]]:
+    """Fold checkpoints of one run into one whole row (later fields and step records win), in
+    run-id order (so concurrent batches lock rows in the same order).
 
     Returns the merged checkpoints, which items each one stands for, and the items left for a
     later round (a second checkpoint of a run with another owner, which must be fenced alone).
@@ -137,7 +220,8 @@ def merge(items: Sequence[Checkpoint]) -> tuple[list[Checkpoint], list[list[int]
     steps: dict[str, dict[int, Row]] = {}
     members: dict[str, list[int]] = {}
     later: list[int] = []
-    for index, (row, step_rows) in enumerate(items):
+    for index, (row, tick, step_rows) in enumerate(items):
+        row = expand(row, tick)
         run_id = row[0]
         earlier = rows.get(run_id)
         if earlier is not None:
@@ -152,7 +236,7 @@ def merge(items: Sequence[Checkpoint]) -> tuple[list[Checkpoint], list[list[int]
             by_seq[step[1]] = step
         members.setdefault(run_id, []).append(index)
     order = sorted(rows)
-    merged: list[Checkpoint] = [(rows[run_id], list(steps[run_id].values())) for run_id in order]
+    merged: list[Full] = [(rows[run_id], list(steps[run_id].values())) for run_id in order]
     return merged, [members[run_id] for run_id in order], later
 
 

@@ -4,9 +4,10 @@ Table names come only from a validated ``schema`` and ``table_prefix`` (letters,
 underscore), always double-quoted; every value travels as a ``$n`` parameter. Rows use the same
 column order and encoding as SQLite's (``flux.storage._sqlite_rows``): datetimes are integer
 microseconds since the Unix epoch (UTC), JSON values compact text (exact, and text holds any
-string). ``list`` filters on labels, so a generated ``jsonb`` copy of them, ``label_index``,
-answers ``@>`` through a GIN index (jsonb holds no NUL character: there it becomes U+FFFD, in
-the filter as well). ``cancel_requested`` is only compared whole (set and not empty), as text.
+string). ``list`` filters on labels as ``jsonb``, through a GIN index on that expression (jsonb
+holds no NUL character: there it becomes U+FFFD, in the filter as well); an index on an
+expression is computed only when a row's labels are indexed, where a generated column was
+computed by every write of the row. ``cancel_requested`` is only compared whole (set and not empty), as text.
 
 To change the schema, append a :class:`~flux.storage._sqlite_schema.Migration` to
 :data:`MIGRATIONS` (never edit an applied one) and give new columns a type in ``_TYPES``.
@@ -46,6 +47,7 @@ _FINISHED = "('completed', 'failed', 'rolled_back', 'cancelled')"
 # \u0000, which becomes \ufffd here.
 _LABEL_INDEX = "replace(labels, '\\u0000', '\\ufffd')::jsonb"
 _WAKING = "status IN ('pending', 'suspended') AND wake_at IS NOT NULL"
+_CANCELLING = f"cancel_requested IS NOT NULL AND status NOT IN {_FINISHED}"
 
 
 def check_name(value: str, what: str, longest: int, example: str) -> str:
@@ -170,6 +172,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             END $$""",
         ),
     ),
+    Migration(
+        4,
+        "cheaper run-row writes: labels indexed as an expression; no index on owner",
+        # PostgreSQL computes a stored generated column on every UPDATE of the row, whatever
+        # changed: that was a tenth of a checkpoint's server work. The owner index held every
+        # run a worker ever took (a finished run keeps its owner), and the planner, before the
+        # table had statistics, picked it over the primary key for "id = $1 AND owner = $2":
+        # one run's checkpoint then walked all of its owner's runs. Only cancel_requests looked
+        # runs up by owner; it now reads the few unfinished runs with a cancellation requested.
+        (
+            "DROP INDEX {schema}.{p}runs_labels",  # (index names are not quoted: see migration 1)
+            "ALTER TABLE {runs} DROP COLUMN label_index",
+            f"CREATE INDEX {{p}}runs_labels ON {{runs}} USING gin (({_LABEL_INDEX}) jsonb_path_ops)",
+            "DROP INDEX {schema}.{p}runs_owner",
+            f"CREATE INDEX {{p}}runs_cancel ON {{runs}} (pos) WHERE {_CANCELLING}",
+        ),
+    ),
 )
 """Every schema version in order; a database records each one it has applied."""
 
@@ -198,6 +217,16 @@ def _step_slot(before: int) -> str:
     """One step record's parameters, from ``$before + 1``; no row when its run_id is NULL."""
     values = ", ".join(f"${before + i + 1}::{_TYPES[c]}" for i, c in enumerate(STEP_COLUMNS))
     return f"SELECT {values} FROM written WHERE ${before + 1}::text IS NOT NULL"
+
+
+def _slots_upsert(before: int) -> str:
+    """Upserts the step records given in ONE_STEPS slots from ``$before + 1`` on, for the run
+    that ``written`` returns (none if it returns nothing)."""
+    slots = " UNION ALL ".join(_step_slot(before + slot * _STEPS) for slot in range(ONE_STEPS))
+    return (
+        f"INSERT INTO {{steps}} AS s ({{step_cols}}) {slots} "
+        f"ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}"
+    )
 
 
 _CHECKPOINT_SETS = ", ".join(
@@ -240,10 +269,15 @@ _TEMPLATES: dict[str, str] = {
         f"VALUES ({', '.join(f'${i + 1}' for i in range(_RUNS))}) "
         f"ON CONFLICT (id) DO UPDATE SET {_CHECKPOINT_SETS} "
         "WHERE r.owner = excluded.owner OR excluded.owner IS NULL RETURNING r.id), "
-        f"steps AS (INSERT INTO {{steps}} AS s ({{step_cols}}) "
-        + " UNION ALL ".join(_step_slot(_RUNS + slot * _STEPS) for slot in range(ONE_STEPS))
-        + f" ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) "
-        "SELECT id FROM written"
+        f"steps AS ({_slots_upsert(_RUNS)}) SELECT id FROM written"
+    ),
+    # A tick: a running run's new updated_at and lease ($1, $2) for run $3 held by owner $4,
+    # with at most ONE_STEPS step records as in checkpoint_one; returns the id, or nothing (no
+    # such row: then nothing is written).
+    "checkpoint_tick": (
+        "WITH written AS (UPDATE {runs} SET updated_at = $1, lease_expires_at = $2 "
+        "WHERE id = $3 AND owner = $4 RETURNING id), "
+        f"steps AS ({_slots_upsert(4)}) SELECT id FROM written"
     ),
     "owners": "SELECT id, owner FROM {runs} WHERE id = ANY($1::text[])",
     # Parameters: the run's columns, then its step rows as arrays; old step records go.
@@ -267,7 +301,7 @@ _TEMPLATES: dict[str, str] = {
     "list": (
         f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE ($1::text IS NULL OR workflow = $1) "
         "AND ($2::text[] IS NULL OR status = ANY($2::text[])) "
-        f"AND ($3::text IS NULL OR label_index @> {_LABEL_INDEX.replace('labels', '$3::text')}) "
+        f"AND ($3::text IS NULL OR {_LABEL_INDEX} @> {_LABEL_INDEX.replace('labels', '$3::text')}) "
         "ORDER BY created_at DESC, pos DESC LIMIT $4 OFFSET $5"
     ),
     # Parameters: the run's columns, then its step rows as arrays. Insert-only: returns the id
@@ -359,8 +393,8 @@ _TEMPLATES: dict[str, str] = {
         f"UPDATE {{runs}} SET cancel_requested = $1 WHERE id = $2 AND status NOT IN {_FINISHED}"
     ),
     "cancel_requests": (
-        f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE owner = $1 AND cancel_requested IS NOT NULL "
-        f"AND cancel_requested <> '{{{{}}}}' AND status NOT IN {_FINISHED} ORDER BY pos"
+        f"SELECT {_cols(RUN_COLUMNS)} FROM {{runs}} WHERE {_CANCELLING} AND owner = $1 "
+        "AND cancel_requested <> '{{}}' ORDER BY pos"
     ),
     # --- wake-ups ---
     "notify": "SELECT pg_notify($1, message) FROM unnest($2::text[]) AS message",

@@ -29,7 +29,7 @@ from flux.errors import (
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps
 from flux.status import RunStatus
-from flux.storage._common import FINISHED, duplicate_signal, finished_statuses
+from flux.storage._common import FINISHED, duplicate_signal, finished_statuses, only_times_moved
 from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._postgres_batch import BatchWriter, Checkpoint, columns
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
@@ -43,13 +43,15 @@ from flux.storage._sqlite_rows import (
     encode_json,
     encode_run,
     encode_step,
+    encode_tick,
     from_micros,
     micros,
 )
 from flux.storage._sqlite_schema import STEP_COLUMNS
 
 T = TypeVar("T")
-_INPUT_CACHE = 10_000  # runs whose last written input object is remembered
+_KNOWN_RUNS = 10_000  # runs whose last checkpoint is remembered
+_RUNNING = RunStatus.RUNNING
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 ANNOUNCED = frozenset({"signal"})
 """Wake-ups that the storage's own statements NOTIFY (in the writing transaction), so that
@@ -113,9 +115,10 @@ class PostgresStorage:
         self._writer = BatchWriter(self._pool_or_error, self._sql, self._where, self._holds)
         self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_batch)
         self._wakers: builtins.list[PostgresWaker] = []
-        # The input object and text this process last wrote per in-flight run: a run's input
-        # never changes, so a checkpoint given the same object sends none (the row keeps it).
-        self._inputs: dict[str, JSON] = {}
+        # Per in-flight run, the record and row of its last checkpoint that wrote a whole row:
+        # a run's input never changes, so a checkpoint given the same input object sends none
+        # (the stored row keeps it), and one that moves only the times is a tick.
+        self._known: dict[str, tuple[RunRecord, Row]] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._where}, schema={self.schema!r}, table_prefix={self.table_prefix!r})"
@@ -268,7 +271,7 @@ class PostgresStorage:
         """Insert or replace ``run`` and all its step records; ``created_at`` is kept on update."""
         steps = [encode_step(run.id, record) for record in run.steps]
         row = encode_run(run, encode_input(run))
-        self._inputs.pop(run.id, None)
+        self._forget(run.id)
         await self._call("execute", self._sql["save"], *row, *columns(steps, len(STEP_COLUMNS)))
 
     async def create(
@@ -283,7 +286,7 @@ class PostgresStorage:
         """
         steps = columns([encode_step(run.id, record) for record in run.steps], len(STEP_COLUMNS))
         row = encode_run(run, encode_input(run))
-        self._inputs.pop(run.id, None)
+        self._forget(run.id)
         if key is None:
             created = await self._call("fetchval", self._sql["create"], *row, *steps)
             bound = None
@@ -330,29 +333,51 @@ class PostgresStorage:
 
     async def delete(self, run_id: str) -> bool:
         """Remove a run, its step records, signals and idempotency keys; False when there was none."""
-        self._inputs.pop(run_id, None)
+        self._forget(run_id)
         return bool(await self._call("fetchval", self._sql["delete"], run_id))
 
     async def checkpoint(self, run: RunRecord, steps: Sequence[StepRecord] = ()) -> None:
         """Write ``run``'s own fields and upsert ``steps``, atomically, in one statement.
 
-        Checkpoints arriving while another is being written share the next statement.
+        Checkpoints arriving while another is being written share the next statement. While
+        a run runs and only its times move, only those are written (a tick).
 
         Raises:
             LeaseLostError: ``run.owner`` is set and the stored run has another owner (nothing
                 of this checkpoint is written; other checkpoints of the batch are).
             StorageError: a value is not JSON, or the database failed.
         """
-        known = self._inputs.get(run.id, self)  # self: nothing known
-        text = None if known is run.input else (encode_input(run) or "null")
-        item: Checkpoint = (encode_run(run, text), [encode_step(run.id, record) for record in steps])
+        item = self._encode(run, steps)
         await self._commits.submit(item)
-        if run.status in FINISHED:
-            self._inputs.pop(run.id, None)
-        elif text is not None:
-            if len(self._inputs) >= _INPUT_CACHE and run.id not in self._inputs:
-                del self._inputs[next(iter(self._inputs))]
-            self._inputs[run.id] = run.input
+        if item[1] is None:  # a whole row, now stored: later checkpoints build on it
+            if run.status in FINISHED:
+                self._known.pop(run.id, None)
+            else:
+                if len(self._known) >= _KNOWN_RUNS and run.id not in self._known:
+                    del self._known[next(iter(self._known))]
+                self._known[run.id] = (run, item[0])
+
+    def _encode(self, run: RunRecord, steps: Sequence[StepRecord]) -> Checkpoint:
+        """A checkpoint of ``run`` and ``steps``: a tick when ``run`` holds the objects of the
+        last stored whole-row checkpoint but for its times, else the whole row (its input None
+        when the stored one stays)."""
+        step_rows = [encode_step(run.id, record) for record in steps]
+        known = self._known.get(run.id)
+        if known is not None and run.input is known[0].input:
+            last, row = known
+            if run.status is _RUNNING and run.owner is not None and only_times_moved(run, last):
+                tick = encode_tick(run)
+                if tick is not None:
+                    return row, tick, step_rows
+            text = None
+        else:
+            text = encode_input(run) or "null"
+        return encode_run(run, text), None, step_rows
+
+    def _forget(self, run_id: str) -> None:
+        """Forget the last checkpoint of a run whose row a call other than a checkpoint changed."""
+        self._known.pop(run_id, None)
+        self._writer.forget((run_id,))
 
     async def _write_batch(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
         await self.init()
@@ -380,6 +405,7 @@ class PostgresStorage:
         held by ``takeover``; returns it with its step records, or None. A run another claimer
         is taking at this moment is left to it."""
         lease, at = micros(lease_expires_at, "lease_expires_at"), micros(now, "now")
+        self._forget(run_id)
         # Retried after a lost connection, a claim that went through is found again: its owner's.
         return await self._with_steps(run_id, self._sql["claim"], owner, lease, run_id, owner, takeover, at)
 
@@ -391,6 +417,7 @@ class PostgresStorage:
 
     async def release(self, run_id: str, owner: str) -> None:
         """Drop ``owner``'s claim on ``run_id`` (no-op if not the owner)."""
+        self._forget(run_id)
         await self._call("execute", self._sql["release"], run_id, owner)
 
     # --- waiting and workers --------------------------------------------------------------

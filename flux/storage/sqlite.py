@@ -30,7 +30,7 @@ from flux._duration import to_seconds
 from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
-from flux.storage._common import FINISHED, finished_statuses
+from flux.storage._common import FINISHED, finished_statuses, only_times_moved
 from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
@@ -42,24 +42,6 @@ from flux.storage._sqlite_wal import SAFETY_NET_PAGES, WalCheckpointer
 T = TypeVar("T")
 _KNOWN_RUNS = 10_000  # runs whose last encoded row is remembered
 _RUNNING = RunStatus.RUNNING
-
-
-def _ticked(run: RunRecord, last: RunRecord) -> bool:
-    """Whether ``run`` holds the objects of ``last`` but for updated_at and lease_expires_at
-    (the engine builds each checkpoint's record from the last one: identity says it all)."""
-    return (
-        run.status is last.status
-        and run.owner is last.owner
-        and run.error is last.error
-        and run.finished_at is last.finished_at
-        and run.wake_at is last.wake_at
-        and run.deadline_at is last.deadline_at
-        and run.fingerprint is last.fingerprint
-        and run.workflow is last.workflow
-        and run.created_at is last.created_at
-        and run.cancel_requested is last.cancel_requested
-        and run.labels is last.labels
-    )
 
 
 class SQLiteStorage:
@@ -350,7 +332,8 @@ class SQLiteStorage:
         else:
             last, row = known
             same_input = run.input is last.input
-            if same_input and run.status is _RUNNING and run.owner is not None and _ticked(run, last):
+            running = run.status is _RUNNING and run.owner is not None
+            if same_input and running and only_times_moved(run, last):
                 tick = encode_tick(run)
                 if tick is not None:
                     return row, tick, step_writes(self._ops.sql, run.id, steps), True
