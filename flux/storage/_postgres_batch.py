@@ -96,8 +96,10 @@ class BatchWriter:
         if tick is None:
             return await self._write_full((row, steps))
         if self._written.get(row[0]) is row and len(steps) <= ONE_STEPS:
+            args = [*tick, row[0], row[_OWNER], *_slots(steps)]
             try:
-                if await retrying(self._where, functools.partial(self._write_tick, row, tick, steps)):
+                # Written unless the run has no row held by the checkpoint's owner.
+                if await retrying(self._where, functools.partial(self._fetch, self._tick, args, (row[0],))):
                     return None
             except StorageError as exc:
                 self._written.pop(row[0], None)
@@ -113,11 +115,6 @@ class BatchWriter:
             return (await retrying(self._where, functools.partial(self._write, (item,))))[0]
         except StorageError as exc:
             return exc
-
-    async def _write_tick(self, row: Row, tick: Tick, steps: Sequence[Row]) -> bool:
-        """The tick's UPDATE and its step records, in one statement; False (nothing written)
-        when the run has no row held by the checkpoint's owner."""
-        return bool(await self._fetch(self._tick, [*tick, row[0], row[_OWNER], *_slots(steps)], (row[0],)))
 
     async def _write(self, merged: Sequence[Full]) -> list[Outcome]:
         if len(merged) == 1 and len(merged[0][1]) <= ONE_STEPS:  # the common case: plain parameters

@@ -117,8 +117,10 @@ def encode_step(run_id: str, step: StepRecord) -> Row:
     error, output = step.error, step.output
     try:
         return (
-            run_id, step.seq, step.step, str(step.status), step.attempts, _us(step.started_at),
-            _us(step.finished_at), None if error is None else dumps(error.to_json()),
+            run_id, step.seq, step.step, str(step.status), step.attempts,
+            None if (started := step.started_at) is None else recent_micros(started),
+            None if (finished := step.finished_at) is None else recent_micros(finished),
+            None if error is None else dumps(error.to_json()),
             None if output is None else dumps(output),
             _object(step.data_set) if step.data_set else None,
             dumps(list(step.data_unset)) if step.data_unset else None,

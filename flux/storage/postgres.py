@@ -380,7 +380,8 @@ class PostgresStorage:
         self._writer.forget((run_id,))
 
     async def _write_batch(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        await self.init()
+        if not self._ready:
+            await self.init()
         return await self._writer.write(items)
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
