@@ -9,17 +9,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 from postgres_support import drop_schema, new_schema, postgres_dsn, schema_storage
 
-from flux import FluxEngine, RunStatus, StepContext, create_workflow
-from flux.errors import SchemaVersionError, StorageError, UnknownSignalError
-from flux.records import RunFilter
+from flux import FluxEngine, RunStatus, StepContext, StepStatus, create_workflow
+from flux.errors import LeaseLostError, SchemaVersionError, StorageError, UnknownSignalError
+from flux.records import RunFilter, RunRecord, checkpointed
 from flux.storage import PostgresStorage, from_url
 from flux.storage._postgres_sql import MIGRATIONS, Statements
 from flux.storage._sqlite_rows import encode_input, encode_run
 from flux.storage._sqlite_schema import STEP_COLUMNS
-from flux.testing._factories import at, run_record
+from flux.testing._factories import at, run_record, step_record
 
 
 @pytest.fixture
@@ -161,6 +162,89 @@ async def test_a_version_3_schema_is_migrated_and_keeps_its_labelled_runs() -> N
     finally:
         await conn.close()
         await drop_schema(dsn, schema)
+
+
+# --- a tick: only updated_at and the lease written -----------------------------------------
+
+
+def ticked(run: RunRecord, seconds: float) -> RunRecord:
+    """``run`` as the engine's next checkpoint makes it: only its times changed."""
+    return checkpointed(run, at(seconds), at(seconds + 30), {})
+
+
+async def _second(pg: PostgresStorage) -> PostgresStorage:
+    """Another PostgresStorage on ``pg``'s schema (another process, as far as the rows go)."""
+    other = PostgresStorage(postgres_dsn(), schema=pg.schema, min_size=1, max_size=2)
+    await other.init()
+    return other
+
+
+async def test_a_tick_writes_the_times_and_stays_fenced(pg: PostgresStorage) -> None:
+    """A time-only checkpoint writes the run's new times and the steps; once another owner
+    took the run, it raises LeaseLostError and writes none of its steps."""
+    b = await _second(pg)
+    try:
+        run = run_record(owner="A", lease_expires_at=at(30))
+        await pg.checkpoint(run, [step_record(0, StepStatus.RUNNING)])
+        run = ticked(run, 1)
+        await pg.checkpoint(run, [step_record(0), step_record(1, StepStatus.RUNNING)])
+        steps = (step_record(0), step_record(1, StepStatus.RUNNING))
+        assert await pg.load("run-1") == attrs.evolve(run, steps=steps)
+        assert await b.claim("run-1", "B", at(100), now=at(40)) is not None
+        with pytest.raises(LeaseLostError, match="owned by B"):
+            await pg.checkpoint(ticked(run, 2), [step_record(1), step_record(2, StepStatus.RUNNING)])
+        loaded = await pg.load("run-1")
+        assert loaded is not None and loaded.owner == "B" and loaded.steps == steps
+    finally:
+        await b.close()
+
+
+async def test_a_run_taken_back_is_written_whole(pg: PostgresStorage) -> None:
+    """Fields another process changed while it held the run are written over by the first
+    checkpoint after the run is taken back, even one that only moves the times."""
+    b = await _second(pg)
+    try:
+        run = run_record(owner="A", lease_expires_at=at(30))
+        await pg.checkpoint(run)
+        taken = await b.claim("run-1", "B", at(100), now=at(40))
+        assert taken is not None
+        await b.checkpoint(attrs.evolve(taken, fingerprint="fp-2", deadline_at=at(500)))
+        await b.release("run-1", "B")
+        assert await pg.claim("run-1", "A", at(130), now=at(100)) is not None
+        run = ticked(run, 101)
+        await pg.checkpoint(run)  # its fields are A's last ones: all of them written again
+        assert await pg.load("run-1") == run
+    finally:
+        await b.close()
+
+
+async def test_a_failed_checkpoint_is_not_taken_for_written(pg: PostgresStorage) -> None:
+    """Tried: a step name with a lone surrogate (PostgreSQL text cannot hold it). The failed
+    checkpoint writes nothing, and the next one, which only moves the times past it, is
+    written whole."""
+    run = run_record(owner="A", lease_expires_at=at(30))
+    await pg.checkpoint(run)
+    changed = attrs.evolve(run, deadline_at=at(900))
+    with pytest.raises(StorageError, match="invalid input"):
+        await pg.checkpoint(changed, [step_record(0, StepStatus.RUNNING, step="bad \ud800")])
+    assert await pg.load("run-1") == run
+    run = ticked(changed, 2)
+    await pg.checkpoint(run)  # built on the failed one: written whole
+    assert await pg.load("run-1") == run
+
+
+async def test_a_tick_finds_its_run_by_primary_key_before_any_statistics(pg: PostgresStorage) -> None:
+    """The planner must not walk an owner's runs to find one of them (it did, through an
+    index on owner, on a table without statistics: every checkpoint then cost O(runs))."""
+    for index in range(50):
+        await pg.checkpoint(run_record(f"run-{index}", owner="A", lease_expires_at=at(30)))
+    conn = await asyncpg.connect(postgres_dsn())
+    try:
+        statement = await conn.prepare("EXPLAIN " + Statements(pg.schema, "flux_")["checkpoint_tick"])
+        plan = "\n".join(row[0] for row in await statement.fetch(1, 2, "run-7", "A", *[None] * 32))
+    finally:
+        await conn.close()
+    assert "flux_runs_pkey" in plan, plan
 
 
 # --- faults mid-run -----------------------------------------------------------------------

@@ -132,11 +132,11 @@ async def connect(dsn: str | None, name: str) -> Any:
 
 
 async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
-    """``await call()``, retried with backoff for up to :data:`RECONNECT_FOR` seconds while the
-    connection is lost; other database errors become :class:`StorageError`."""
-    asyncpg = driver()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + RECONNECT_FOR
+    """``await call()``, retried with backoff for up to :data:`RECONNECT_FOR` seconds from the
+    first failure while the connection is lost; other database errors become
+    :class:`StorageError`. (The call that goes through at once, nearly every one, pays for
+    nothing else.)"""
+    deadline: float | None = None
     pause = 0.05
     while True:
         try:
@@ -145,16 +145,17 @@ async def retrying(where: str, call: Callable[[], Awaitable[T]]) -> T:
             raise StorageError(
                 f"a value holds a str PostgreSQL cannot store ({exc}); flux stores valid Unicode text only"
             ) from None
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.exceptions.InternalClientError,
-        ) as exc:
+        except Exception as exc:
+            asyncpg = driver()
+            internal = asyncpg.exceptions.InternalClientError
+            failures = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, internal)
+            if not isinstance(exc, failures):  # (TimeoutError is an OSError)
+                raise
             if not is_lost(exc):
                 raise StorageError(f"{where} failed: {exc}") from exc
-            if loop.time() >= deadline:
+            now = asyncio.get_running_loop().time()
+            deadline = now + RECONNECT_FOR if deadline is None else deadline
+            if now >= deadline:
                 raise StorageError(
                     f"lost the connection to {where} and could not get it back within "
                     f"{RECONNECT_FOR:g}s ({exc}); check the server"

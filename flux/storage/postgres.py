@@ -30,7 +30,7 @@ from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps
 from flux.status import RunStatus
 from flux.storage._common import FINISHED, duplicate_signal, finished_statuses, only_times_moved
-from flux.storage._group_commit import GroupCommit, Outcome
+from flux.storage._group_commit import GroupCommit
 from flux.storage._postgres_batch import BatchWriter, Checkpoint, columns
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
 from flux.storage._postgres_sql import LATEST_VERSION, MIGRATIONS, Statements
@@ -113,7 +113,7 @@ class PostgresStorage:
         self._opening = asyncio.Lock()
         self._ready = False
         self._writer = BatchWriter(self._pool_or_error, self._sql, self._where, self._holds)
-        self._commits: GroupCommit[Checkpoint] = GroupCommit(self._write_batch)
+        self._commits: GroupCommit[Checkpoint] = GroupCommit(self._writer.write)
         self._wakers: builtins.list[PostgresWaker] = []
         # Per in-flight run, the record and row of its last checkpoint that wrote a whole row:
         # a run's input never changes, so a checkpoint given the same input object sends none
@@ -348,6 +348,8 @@ class PostgresStorage:
             StorageError: a value is not JSON, or the database failed.
         """
         item = self._encode(run, steps)
+        if not self._ready:
+            await self.init()
         await self._commits.submit(item)
         if item[1] is None:  # a whole row, now stored: later checkpoints build on it
             if run.status in FINISHED:
@@ -378,11 +380,6 @@ class PostgresStorage:
         """Forget the last checkpoint of a run whose row a call other than a checkpoint changed."""
         self._known.pop(run_id, None)
         self._writer.forget((run_id,))
-
-    async def _write_batch(self, items: Sequence[Checkpoint]) -> builtins.list[Outcome]:
-        if not self._ready:
-            await self.init()
-        return await self._writer.write(items)
 
     async def prune(self, *, older_than: datetime, status: Sequence[RunStatus | str] | None = None) -> int:
         """Delete finished runs (of ``status``, default every finished one) that finished before
