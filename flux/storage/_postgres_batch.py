@@ -24,16 +24,18 @@ from flux.storage._common import FINISHED
 from flux.storage._group_commit import Outcome
 from flux.storage._postgres_conn import driver, retrying
 from flux.storage._postgres_sql import ONE_STEPS, Statements
-from flux.storage._sqlite_rows import Row
+from flux.storage._sqlite_rows import Row, StepParams
 from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
 Tick = tuple[int, int]
 """A run's new ``updated_at`` and ``lease_expires_at``, in microseconds."""
 
-Checkpoint = tuple[Row, Tick | None, Sequence[Row]]
-"""One checkpoint: the encoded run row (input None: keep the stored one), its tick (None: not
-one; then the row holds the new times, else the row's times are those of the write it builds
-on) and its step rows."""
+Checkpoint = tuple[Row, Tick | None, Sequence[Any]]
+"""One checkpoint: the encoded run row (input None: keep the stored one), its tick and its step
+records. Without a tick (None), the row holds the new times and the step records are rows
+(``STEP_COLUMNS`` order); with one, the row's times are those of the write it builds on and the
+step records are :data:`StepParams` (their NULL columns left out, so a tick's statement, made
+for their shapes, binds no NULL)."""
 
 Full = tuple[Row, Sequence[Row]]
 """A checkpoint with its whole run row (no tick)."""
@@ -74,7 +76,7 @@ class BatchWriter:
 
     async def write(self, items: Sequence[Checkpoint]) -> list[Outcome]:
         """Write checkpoints (several in one statement); one outcome per item."""
-        if len(items) == 1 and _distinct(items[0][2]):  # nothing to merge: a sequential run's
+        if len(items) == 1 and _distinct(items[0]):  # nothing to merge: a sequential run's
             return [await self._write_alone(items[0])]
         outcomes: list[Outcome] = [None] * len(items)
         pending = list(range(len(items)))
@@ -96,19 +98,27 @@ class BatchWriter:
         if tick is None:
             return await self._write_full((row, steps))
         if self._written.get(row[0]) is row and len(steps) <= ONE_STEPS:
-            args = [*tick, row[0], row[_OWNER], *_slots(steps)]
+            sql, args = self._tick_statement(row, tick, steps)
             try:
                 # Written unless the run has no row held by the checkpoint's owner.
-                if await retrying(self._where, functools.partial(self._fetch, self._tick, args, (row[0],))):
+                if await retrying(self._where, functools.partial(self._fetch, sql, args, (row[0],))):
                     return None
             except StorageError as exc:
                 self._written.pop(row[0], None)
                 return exc
         # Not built on this writer's last write, or that owner has no such row: the whole row.
-        outcome = await self._write_full((expand(row, tick), steps))
+        outcome = await self._write_full((expand(row, tick), step_rows(steps)))
         if outcome is None:
             self._remember(row)  # the stored row is ``row`` but for its times: later ticks build on it
         return outcome
+
+    def _tick_statement(self, row: Row, tick: Tick, steps: Sequence[StepParams]) -> tuple[str, list[Any]]:
+        """A tick's statement and parameters: the one made for the shapes of its step records
+        (their NULLs are no parameters), else the one with every column a parameter."""
+        sql = self._sql.tick(tuple(shape for shape, _ in steps))
+        if sql is None:
+            return self._tick, [*tick, row[0], row[_OWNER], *_slots(step_rows(steps))]
+        return sql, [*tick, row[0], row[_OWNER], *(value for _, values in steps for value in values)]
 
     async def _write_full(self, item: Full) -> Outcome:
         try:
@@ -200,10 +210,31 @@ def _usable(conn: Any) -> bool:
         return False
 
 
-def _distinct(steps: Sequence[Row]) -> bool:
-    """Whether no two of a checkpoint's step rows have the same seq (one statement cannot
+def _distinct(item: Checkpoint) -> bool:
+    """Whether no two of a checkpoint's step records have the same seq (one statement cannot
     upsert a row twice)."""
-    return len(steps) < 2 or len({step[1] for step in steps}) == len(steps)
+    _, tick, steps = item
+    if len(steps) < 2:
+        return True
+    seqs = {step[1] for step in steps} if tick is None else {values[1] for _, values in steps}
+    return len(seqs) == len(steps)
+
+
+def step_rows(steps: Sequence[StepParams]) -> list[Row]:
+    """Step records given as :data:`StepParams` as whole rows (``STEP_COLUMNS`` order)."""
+    rows = []
+    for shape, values in steps:
+        row: list[Any] = [None] * len(STEP_COLUMNS)
+        for column, value in zip(_columns_of(shape), values, strict=True):
+            row[column] = value
+        rows.append(tuple(row))
+    return rows
+
+
+@functools.cache
+def _columns_of(shape: int) -> tuple[int, ...]:
+    """The columns a step-record shape holds (bit ``i``: column ``i`` of ``STEP_COLUMNS``)."""
+    return tuple(column for column in range(len(STEP_COLUMNS)) if shape >> column & 1)
 
 
 def merge(items: Sequence[Checkpoint]) -> tuple[list[Full], list[list[int]], list[int]]:
@@ -217,8 +248,9 @@ def merge(items: Sequence[Checkpoint]) -> tuple[list[Full], list[list[int]], lis
     steps: dict[str, dict[int, Row]] = {}
     members: dict[str, list[int]] = {}
     later: list[int] = []
-    for index, (row, tick, step_rows) in enumerate(items):
+    for index, (row, tick, records) in enumerate(items):
         row = expand(row, tick)
+        rows_of_steps = records if tick is None else step_rows(records)
         run_id = row[0]
         earlier = rows.get(run_id)
         if earlier is not None:
@@ -229,7 +261,7 @@ def merge(items: Sequence[Checkpoint]) -> tuple[list[Full], list[list[int]], lis
                 row = (*row[:_INPUT], earlier[_INPUT], *row[_INPUT + 1 :])
         rows[run_id] = row
         by_seq = steps.setdefault(run_id, {})
-        for step in step_rows:
+        for step in rows_of_steps:
             by_seq[step[1]] = step
         members.setdefault(run_id, []).append(index)
     order = sorted(rows)

@@ -229,6 +229,34 @@ def _slots_upsert(before: int) -> str:
     )
 
 
+TICK_SHAPES = 64
+"""Tick statements made per storage, one per combination of step-row shapes (a workflow's
+steps give a few; past this many, ticks use the all-parameters statement)."""
+
+_TICK_RUN = (
+    "WITH written AS (UPDATE {runs} SET updated_at = $1, lease_expires_at = $2 "
+    "WHERE id = $3 AND owner = $4 RETURNING id)"
+)
+
+
+def _tick_template(shapes: tuple[int, ...]) -> str:
+    """``checkpoint_tick`` with step records of the given shapes, their NULLs written out."""
+    if not shapes:
+        return f"{_TICK_RUN} SELECT id FROM written"
+    selects, number = [], 4
+    for shape in shapes:
+        values = []
+        for index, column in enumerate(STEP_COLUMNS):
+            present = shape >> index & 1
+            number += present
+            values.append(f"${number}::{_TYPES[column]}" if present else f"NULL::{_TYPES[column]}")
+        selects.append(f"SELECT {', '.join(values)} FROM written")
+    return (
+        f"{_TICK_RUN}, steps AS (INSERT INTO {{steps}} AS s ({{step_cols}}) {' UNION ALL '.join(selects)} "
+        f"ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) SELECT id FROM written"
+    )
+
+
 _CHECKPOINT_SETS = ", ".join(
     "input = COALESCE(excluded.input, r.input)" if c == "input" else f"{c} = excluded.{c}"
     for c in CHECKPOINT_COLUMNS
@@ -274,11 +302,7 @@ _TEMPLATES: dict[str, str] = {
     # A tick: a running run's new updated_at and lease ($1, $2) for run $3 held by owner $4,
     # with at most ONE_STEPS step records as in checkpoint_one; returns the id, or nothing (no
     # such row: then nothing is written).
-    "checkpoint_tick": (
-        "WITH written AS (UPDATE {runs} SET updated_at = $1, lease_expires_at = $2 "
-        "WHERE id = $3 AND owner = $4 RETURNING id), "
-        f"steps AS ({_slots_upsert(4)}) SELECT id FROM written"
-    ),
+    "checkpoint_tick": f"{_TICK_RUN}, steps AS ({_slots_upsert(4)}) SELECT id FROM written",
     "owners": "SELECT id, owner FROM {runs} WHERE id = ANY($1::text[])",
     # Parameters: the run's columns, then its step rows as arrays; old step records go.
     "save": (
@@ -417,6 +441,7 @@ class Statements:
         self.channel = f"flux_wake_{digest}"
         """The LISTEN/NOTIFY channel of this schema and prefix (a short, fixed-length name)."""
         self._sql = {name: self._format(text) for name, text in _TEMPLATES.items()}
+        self._ticks: dict[tuple[int, ...], str] = {}
 
     def _format(self, text: str) -> str:
         return text.format(
@@ -428,6 +453,19 @@ class Statements:
 
     def __getitem__(self, name: str) -> str:
         return self._sql[name]
+
+    def tick(self, shapes: tuple[int, ...]) -> str | None:
+        """The ``checkpoint_tick`` statement for step records of these shapes (bit ``i`` set:
+        column ``i`` of ``STEP_COLUMNS`` is not NULL, as in ``StepParams``), each given only
+        its present columns (the rest are NULL in the statement, not parameters): $1-$4 as in
+        ``checkpoint_tick``, then each row's present columns. None once :data:`TICK_SHAPES`
+        statements exist (then use ``checkpoint_tick``)."""
+        sql = self._ticks.get(shapes)
+        if sql is None:
+            if len(self._ticks) >= TICK_SHAPES:
+                return None
+            sql = self._ticks[shapes] = self._format(_tick_template(shapes))
+        return sql
 
     def migration(self, migration: Migration) -> list[str]:
         """``migration``'s statements for this schema and prefix."""

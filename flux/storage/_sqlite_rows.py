@@ -194,7 +194,7 @@ def step_params(run_id: str, step: StepRecord) -> StepParams:
             values.append(dumps(list(data_unset)))
             shape |= _DATA_UNSET
         if (condition := step.condition) is not None:
-            values.append(int(condition))
+            values.append(condition)  # a bool: sqlite3 binds it as 1 or 0
             shape |= _CONDITION
         if actions := step.actions:
             values.append(_object(actions))

@@ -46,6 +46,7 @@ from flux.storage._sqlite_rows import (
     encode_tick,
     from_micros,
     micros,
+    step_params,
 )
 from flux.storage._sqlite_schema import STEP_COLUMNS
 
@@ -363,18 +364,17 @@ class PostgresStorage:
         """A checkpoint of ``run`` and ``steps``: a tick when ``run`` holds the objects of the
         last stored whole-row checkpoint but for its times, else the whole row (its input None
         when the stored one stays)."""
-        step_rows = [encode_step(run.id, record) for record in steps]
         known = self._known.get(run.id)
         if known is not None and run.input is known[0].input:
             last, row = known
             if run.status is _RUNNING and run.owner is not None and only_times_moved(run, last):
                 tick = encode_tick(run)
                 if tick is not None:
-                    return row, tick, step_rows
+                    return row, tick, [step_params(run.id, record) for record in steps]
             text = None
         else:
             text = encode_input(run) or "null"
-        return encode_run(run, text), None, step_rows
+        return encode_run(run, text), None, [encode_step(run.id, record) for record in steps]
 
     def _forget(self, run_id: str) -> None:
         """Forget the last checkpoint of a run whose row a call other than a checkpoint changed."""
