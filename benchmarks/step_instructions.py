@@ -15,7 +15,11 @@ Workloads:
 - ``sqlite-data``: the same data steps on SQLiteStorage (a file, WAL, synchronous=NORMAL);
 - ``raw-sqlite``: the hand-written baseline for ``sqlite-data``: aiosqlite in autocommit mode,
   WAL, synchronous=NORMAL, one UPSERT of a small JSON state per step. ``sqlite-data`` should
-  stay within 2.5x of it.
+  stay within 2.5x of it;
+- ``postgres-noop``: async no-op steps on PostgresStorage (the server of
+  ``FLUX_TEST_POSTGRES_DSN``, else postgresql://postgres@127.0.0.1:5432/test, schema
+  ``flux_instructions``). Only this process is counted, not the server's work;
+- ``raw-asyncpg``: its hand-written baseline, one INSERT committed on its own per step.
 
 Needs ``valgrind`` on the PATH (``apt-get install valgrind``).
 """
