@@ -15,7 +15,7 @@ from postgres_support import drop_schema, new_schema, postgres_dsn, schema_stora
 
 from flux import FluxEngine, RunStatus, StepContext, StepStatus, create_workflow
 from flux.errors import LeaseLostError, SchemaVersionError, StorageError, UnknownSignalError
-from flux.records import RunFilter, RunRecord, checkpointed
+from flux.records import ErrorInfo, RunFilter, RunRecord, checkpointed
 from flux.storage import PostgresStorage, from_url
 from flux.storage._postgres_sql import MIGRATIONS, Statements
 from flux.storage._sqlite_rows import encode_input, encode_run
@@ -197,6 +197,23 @@ async def test_a_tick_writes_the_times_and_stays_fenced(pg: PostgresStorage) -> 
         assert loaded is not None and loaded.owner == "B" and loaded.steps == steps
     finally:
         await b.close()
+
+
+async def test_a_tick_clears_the_columns_a_step_record_no_longer_has(pg: PostgresStorage) -> None:
+    """A tick's statement names only the columns its step records hold: the upsert must still
+    clear those the stored record had (an attempt's error and output, once it is retried)."""
+    run = run_record(owner="A", lease_expires_at=at(30))
+    await pg.checkpoint(run, [step_record(0, StepStatus.RUNNING)])
+    error = ErrorInfo(type="E", message="boom")
+    failed = step_record(0, StepStatus.FAILED, error=error, output={"partial": 1})
+    run = ticked(run, 1)
+    await pg.checkpoint(run, [failed])
+    loaded = await pg.load("run-1")
+    assert loaded is not None and loaded.steps == (failed,)
+    retried = step_record(0, StepStatus.RUNNING, attempts=2)
+    run = ticked(run, 2)
+    await pg.checkpoint(run, [retried, step_record(1, StepStatus.PENDING)])
+    assert await pg.load("run-1") == attrs.evolve(run, steps=(retried, step_record(1, StepStatus.PENDING)))
 
 
 async def test_a_run_taken_back_is_written_whole(pg: PostgresStorage) -> None:

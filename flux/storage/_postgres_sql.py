@@ -240,19 +240,24 @@ _TICK_RUN = (
 
 
 def _tick_template(shapes: tuple[int, ...]) -> str:
-    """``checkpoint_tick`` with step records of the given shapes, their NULLs written out."""
+    """``checkpoint_tick`` with step records of the given shapes: the INSERT names only the
+    columns some record holds (the others are NULL in ``excluded``, so the upsert still clears
+    them), and a record without one of those says NULL for it."""
     if not shapes:
         return f"{_TICK_RUN} SELECT id FROM written"
+    held = [index for index in range(_STEPS) if any(shape >> index & 1 for shape in shapes)]
     selects, number = [], 4
     for shape in shapes:
         values = []
-        for index, column in enumerate(STEP_COLUMNS):
+        for index in held:
+            column = STEP_COLUMNS[index]
             present = shape >> index & 1
             number += present
             values.append(f"${number}::{_TYPES[column]}" if present else f"NULL::{_TYPES[column]}")
         selects.append(f"SELECT {', '.join(values)} FROM written")
+    columns = ", ".join(STEP_COLUMNS[index] for index in held)
     return (
-        f"{_TICK_RUN}, steps AS (INSERT INTO {{steps}} AS s ({{step_cols}}) {' UNION ALL '.join(selects)} "
+        f"{_TICK_RUN}, steps AS (INSERT INTO {{steps}} AS s ({columns}) {' UNION ALL '.join(selects)} "
         f"ON CONFLICT (run_id, seq) DO UPDATE SET {_sets(STEP_COLUMNS[2:])}) SELECT id FROM written"
     )
 
