@@ -17,6 +17,7 @@ from flux import FluxEngine, RunStatus, StepContext, StepStatus, create_workflow
 from flux.errors import LeaseLostError, SchemaVersionError, StorageError, UnknownSignalError
 from flux.records import ErrorInfo, RunFilter, RunRecord, checkpointed
 from flux.storage import PostgresStorage, from_url
+from flux.storage._postgres_conn import READ_SIZE
 from flux.storage._postgres_sql import MIGRATIONS, Statements
 from flux.storage._sqlite_rows import encode_input, encode_run
 from flux.storage._sqlite_schema import STEP_COLUMNS
@@ -262,6 +263,28 @@ async def test_a_tick_finds_its_run_by_primary_key_before_any_statistics(pg: Pos
     finally:
         await conn.close()
     assert "flux_runs_pkey" in plan, plan
+
+
+async def test_connections_read_their_socket_64_kib_at_a_time(pg: PostgresStorage) -> None:
+    """asyncio's default read buffer (256 KiB, a new one per read) costs more than a reply's
+    read; the pool's connections, the checkpoint writer's (also from a pool given to the
+    storage) and the waker's read READ_SIZE at a time, and a reply larger than that still
+    arrives whole."""
+    async with pg._acquire() as conn:
+        assert conn._transport.max_size == READ_SIZE
+    given = await asyncpg.create_pool(postgres_dsn(), min_size=1, max_size=3)
+    storage = PostgresStorage(pool=given, schema=pg.schema)
+    try:
+        big = {"blob": "x" * (3 * READ_SIZE)}
+        await storage.checkpoint(run_record("big", input=big))
+        assert storage._writer._conn._transport.max_size == READ_SIZE
+        loaded = await storage.load("big")
+        assert loaded is not None and loaded.input == big
+    finally:
+        await storage.close()
+        await given.close()
+    async with pg._connect() as listener:
+        assert listener._transport.max_size == READ_SIZE
 
 
 # --- faults mid-run -----------------------------------------------------------------------

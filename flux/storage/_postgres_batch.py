@@ -22,7 +22,7 @@ from typing import Any
 from flux.errors import LeaseLostError, StorageError
 from flux.storage._common import FINISHED
 from flux.storage._group_commit import Outcome
-from flux.storage._postgres_conn import driver, retrying
+from flux.storage._postgres_conn import driver, retrying, small_reads
 from flux.storage._postgres_sql import ONE_STEPS, Statements
 from flux.storage._sqlite_rows import Row, StepParams
 from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
@@ -155,6 +155,7 @@ class BatchWriter:
         if conn is None or not _usable(conn):
             await self.close()
             conn = self._conn = await self._pool().acquire()
+            small_reads(conn)  # (a pool given to the storage was not opened by it)
         try:
             found = await conn.fetch(sql, *args)
         except BaseException:
