@@ -3,9 +3,10 @@ runs/s with 1, 2 and 4 worker processes.
 
     .venv/bin/python benchmarks/postgres_throughput.py [--dsn postgresql://...] [--repeat 3]
 
-The DSN defaults to ``FLUX_TEST_POSTGRES_DSN`` (else postgresql://postgres@127.0.0.1:5432/test);
-everything happens in a schema of its own, dropped at the end. Printed, each the median of
-``--repeat`` rounds:
+The DSN defaults to ``FLUX_TEST_POSTGRES_DSN`` (else postgresql://postgres@127.0.0.1:5432/test).
+Each measurement happens in a schema of its own, dropped right after it, so that none is
+slowed by autovacuum cleaning up after an earlier one. Printed, each the median of
+``--repeat`` rounds (and each round's ratios):
 
 - raw: one small INSERT, committed on its own, per step, one after another on one connection:
   the cheapest durable step one could write by hand (the baseline);
@@ -21,7 +22,8 @@ everything happens in a schema of its own, dropped at the end. Printed, each the
 
 The ratios depend on how long a commit takes on the server's disk (printed as the raw loop's
 time per step): when it is long, the disk dominates both sides; when it is short, the extra
-work of a flux checkpoint (three rows with their indexes, not one) and flux's Python show.
+work of a flux checkpoint (three rows with their indexes, not one) and flux's Python show
+(``postgres_server_instructions.py`` and ``step_instructions.py`` count both).
 docs/guides/postgres.md ("Performance") gives measured numbers for both cases.
 
 Not part of the test run: it measures, it does not assert.
@@ -179,21 +181,28 @@ async def drop(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-async def main(args: argparse.Namespace) -> None:
-    dsn = args.dsn
+async def in_new_schema(dsn: str, measure: Any) -> Any:
+    """``await measure(dsn, schema)`` in a schema of its own, dropped afterwards: every
+    measurement starts from empty tables, with no garbage of an earlier one for autovacuum to
+    clean meanwhile (on two cores, that would take CPU from whichever came later)."""
     schema = f"flux_bench_{uuid.uuid4().hex[:8]}"
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {PostgresStorage(dsn)!r}")
     try:
         async with PostgresStorage(dsn, schema=schema):  # creates the schema
             pass
-        # Each round measures the baseline beside flux, so both see the same load on a shared
-        # machine; the ratios are per round, their median printed.
-        rounds = []
-        for _ in range(args.repeat):
-            raw, one = await sequential(dsn, schema)
-            rounds.append((raw, one, await in_flight_rate(dsn, schema)))
+        return await measure(dsn, schema)
     finally:
         await drop(dsn, schema)
+
+
+async def main(args: argparse.Namespace) -> None:
+    dsn = args.dsn
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {PostgresStorage(dsn)!r}")
+    # Each round measures the baseline beside flux, so both see the same load on a shared
+    # machine; the ratios are per round, their median printed.
+    rounds = []
+    for _ in range(args.repeat):
+        raw, one = await in_new_schema(dsn, sequential)
+        rounds.append((raw, one, await in_new_schema(dsn, in_flight_rate)))
     raw = statistics.median(r[0] for r in rounds)
     one, many = (statistics.median(r[i] for r in rounds) for i in (1, 2))
     one_ratio = statistics.median(r[1] / r[0] for r in rounds)
@@ -201,6 +210,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"raw asyncpg INSERT+COMMIT, sequential: {raw:,.0f} steps/s ({1e6 / raw:,.0f} us per step)")
     print(f"flux, one run at a time:  {one:,.0f} steps/s = {one_ratio:.2f}x raw (target >= 0.5x)")
     print(f"flux, {IN_FLIGHT} runs in flight: {many:,.0f} steps/s = {many_ratio:.2f}x raw (target >= 1.0x)")
+    print("  each round, one at a time:", ", ".join(f"{r[1] / r[0]:.2f}x" for r in rounds))
+    print(f"  each round, {IN_FLIGHT} in flight:", ", ".join(f"{r[2] / r[0]:.2f}x" for r in rounds))
     baseline = None
     for processes in (1, 2, 4):
         seconds = statistics.median(
