@@ -8,8 +8,9 @@ whose stored owner is not the writer's is fenced off (its row is not returned) a
 
 A checkpoint that only moves a running run's times (a *tick*: ``updated_at`` and the lease) is
 written, when alone in its batch, as a two-column UPDATE fenced by the owner, with its step
-records: about a tenth less server work than the full row's upsert. It is used only while the
-row it was computed from is the one this writer last committed for the run; otherwise, or
+records, in a statement made for the shapes of those records (their NULLs written into it,
+not bound): about a fifth less server work than the whole row's upsert. It is used only while
+the row it was computed from is the one this writer last committed for the run; otherwise, or
 when the UPDATE finds no row of that owner, the whole row is written (and fenced) as usual.
 """
 
