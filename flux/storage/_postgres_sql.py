@@ -7,7 +7,8 @@ microseconds since the Unix epoch (UTC), JSON values compact text (exact, and te
 string). ``list`` filters on labels as ``jsonb``, through a GIN index on that expression (jsonb
 holds no NUL character: there it becomes U+FFFD, in the filter as well); an index on an
 expression is computed only when a row's labels are indexed, where a generated column was
-computed by every write of the row. ``cancel_requested`` is only compared whole (set and not empty), as text.
+computed by every write of the row. ``cancel_requested`` is only compared whole (set and not
+empty), as text.
 
 To change the schema, append a :class:`~flux.storage._sqlite_schema.Migration` to
 :data:`MIGRATIONS` (never edit an applied one) and give new columns a type in ``_TYPES``.
