@@ -12,6 +12,17 @@ T = TypeVar("T")
 
 FINISHED = frozenset(s for s in RunStatus if s.finished)
 
+KNOWN_RUNS = 10_000
+"""How many runs a storage remembers its last write of (see :func:`remember`)."""
+
+
+def remember(memory: dict[str, T], run_id: str, value: T) -> None:
+    """Keep ``value`` for ``run_id`` in ``memory``, dropping the oldest entry once it holds
+    :data:`KNOWN_RUNS` runs (a process drives at most a few thousand at a time)."""
+    if len(memory) >= KNOWN_RUNS and run_id not in memory:
+        del memory[next(iter(memory))]
+    memory[run_id] = value
+
 
 def only_times_moved(run: RunRecord, last: RunRecord) -> bool:
     """Whether ``run`` holds the objects of ``last`` but for updated_at and lease_expires_at

@@ -21,11 +21,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from flux.errors import LeaseLostError, StorageError
-from flux.storage._common import FINISHED
 from flux.storage._group_commit import Outcome
 from flux.storage._postgres_conn import driver, retrying, small_reads
 from flux.storage._postgres_sql import ONE_STEPS, Statements
-from flux.storage._sqlite_rows import Row, StepParams
+from flux.storage._sqlite_rows import Row, StepParams, WrittenRows
 from flux.storage._sqlite_schema import RUN_COLUMNS, STEP_COLUMNS
 
 Tick = tuple[int, int]
@@ -42,8 +41,6 @@ Full = tuple[Row, Sequence[Row]]
 """A checkpoint with its whole run row (no tick)."""
 
 _INPUT, _UPDATED, _OWNER, _LEASE = 4, 6, 9, 10  # positions in a run row (RUN_COLUMNS)
-_KNOWN_RUNS = 10_000  # runs whose last committed row is remembered
-_FINISHED = frozenset(str(status) for status in FINISHED)  # as a row holds them
 _NO_STEP = (None,) * len(STEP_COLUMNS)
 
 
@@ -73,7 +70,7 @@ class BatchWriter:
         self._tick = sql["checkpoint_tick"]
         # The run row this writer last committed, per unfinished run: a tick built on it may
         # write the times alone.
-        self._written: dict[str, Row] = {}
+        self._written = WrittenRows()
 
     async def write(self, items: Sequence[Checkpoint]) -> list[Outcome]:
         """Write checkpoints (several in one statement); one outcome per item."""
@@ -110,7 +107,7 @@ class BatchWriter:
         # Not built on this writer's last write, or that owner has no such row: the whole row.
         outcome = await self._write_full((expand(row, tick), step_rows(steps)))
         if outcome is None:
-            self._remember(row)  # the stored row is ``row`` but for its times: later ticks build on it
+            self._written.note(row[0], row)  # stored but for its times: later ticks build on it
         return outcome
 
     def _tick_statement(self, row: Row, tick: Tick, steps: Sequence[StepParams]) -> tuple[str, list[Any]]:
@@ -140,10 +137,7 @@ class BatchWriter:
         lost = [run_id for run_id in run_ids if run_id not in written]
         owners = dict(await self._fetch(self._sql["owners"], [lost], lost)) if lost else {}
         for row, _ in merged:
-            if row[0] in written:
-                self._remember(row)
-            else:
-                self._written.pop(row[0], None)
+            self._written.note(row[0], row if row[0] in written else None)
         return [
             None if row[0] in written else fenced(row[0], owners.get(row[0]), row[_OWNER])
             for row, _ in merged
@@ -167,20 +161,10 @@ class BatchWriter:
             await self.close()
         return found
 
-    def _remember(self, row: Row) -> None:
-        written = self._written
-        if row[3] in _FINISHED:
-            written.pop(row[0], None)
-            return
-        if len(written) >= _KNOWN_RUNS and row[0] not in written:
-            del written[next(iter(written))]
-        written[row[0]] = row
-
     def forget(self, run_ids: Iterable[str]) -> None:
         """Forget what was written of these runs (another call changed their rows): their
         next checkpoint writes the whole row."""
-        for run_id in run_ids:
-            self._written.pop(run_id, None)
+        self._written.forget(run_ids)
 
     async def close(self) -> None:
         """Give the held connection back to the pool (if any)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,7 +30,15 @@ from flux.errors import (
 from flux.records import RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
 from flux.storage._common import duplicate_signal
-from flux.storage._sqlite_rows import Row, decode_run, decode_signal, from_micros, step_params
+from flux.storage._sqlite_rows import (
+    FINISHED_VALUES,
+    Row,
+    WrittenRows,
+    decode_run,
+    decode_signal,
+    from_micros,
+    step_params,
+)
 from flux.storage._sqlite_schema import LATEST_VERSION, MIGRATIONS, Statements
 from flux.storage._sqlite_wal import SAFETY_NET_PAGES
 
@@ -46,8 +54,6 @@ the one this process wrote last (then an existing row keeps its input column).""
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 _CHUNK = 500  # run ids per IN (...) list: well under SQLite's parameter limit
 _ROWS_PER_UPSERT = 8  # step records per upsert statement (up to 16 parameters each)
-_KNOWN_RUNS = 10_000  # runs whose last written row is remembered
-_FINISHED = frozenset(s.value for s in RunStatus if s.finished)
 logger = logging.getLogger("flux.storage.sqlite")
 
 
@@ -84,7 +90,7 @@ class SQLiteOps:
         self.sql = sql
         self.busy_timeout = busy_timeout
         self.path = path
-        self._written: dict[str, Row] = {}
+        self._written = WrittenRows()
         """The row of each unfinished run as this connection last committed it (for a tick:
         see ``write_checkpoints``); dropped by any other write to the run through it."""
         self._cursors: dict[sqlite3.Connection, sqlite3.Cursor] = {}
@@ -222,13 +228,13 @@ class SQLiteOps:
             outcomes, written = self._transaction(conn, True, self._write_batch, batch, wait=wait)
         except Exception as exc:
             if len(batch) == 1 or (isinstance(exc, sqlite3.Error) and is_busy(exc)):
-                self._forget(item[0][0] for item in batch)
+                self._written.forget(item[0][0] for item in batch)
                 raise
         else:
             if written:
                 self._remember(written)
             return outcomes
-        self._forget(item[0][0] for item in batch)
+        self._written.forget(item[0][0] for item in batch)
         outcomes = []
         for item in batch:
             try:
@@ -243,18 +249,8 @@ class SQLiteOps:
         return outcomes
 
     def _remember(self, written: dict[str, Row | None]) -> None:
-        known = self._written
         for run_id, row in written.items():
-            if row is None or row[3] in _FINISHED:
-                known.pop(run_id, None)
-                continue
-            if len(known) >= _KNOWN_RUNS and run_id not in known:
-                del known[next(iter(known))]
-            known[run_id] = row
-
-    def _forget(self, run_ids: Iterable[str]) -> None:
-        for run_id in run_ids:
-            self._written.pop(run_id, None)
+            self._written.note(run_id, row)
 
     def _write_batch(
         self, conn: sqlite3.Connection, batch: Sequence[Checkpoint]
@@ -477,7 +473,7 @@ class SQLiteOps:
         limit: int | None,
     ) -> SignalRecord | None:
         found = conn.execute(self.sql["run_status"], (run_id,)).fetchone()
-        if found is None or found[0] in _FINISHED:
+        if found is None or found[0] in FINISHED_VALUES:
             return None
         untaken = self.sql["signals_untaken"]
         if limit is not None and conn.execute(untaken, (run_id, name)).fetchone()[0] >= limit:

@@ -8,7 +8,7 @@ naming the run and the column.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from flux.errors import StorageCorruptedError, StorageError
 from flux.records import JSON, ErrorInfo, LogLine, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps, loads
 from flux.status import RunStatus, StepStatus
+from flux.storage._common import FINISHED, remember
 from flux.storage._sqlite_schema import RUN_COLUMNS, SIGNAL_COLUMNS, STEP_COLUMNS
 
 Row = tuple[Any, ...]
@@ -154,6 +155,30 @@ def recent_micros(value: datetime) -> int:
     recent.insert(0, (value, micros))  # each entry one object: safe for several threads
     del recent[4:]
     return micros
+
+
+class WrittenRows(dict[str, Row]):
+    """The runs-table row a writer last committed, per unfinished run. A tick (a checkpoint
+    that writes only a running run's times) is right only while the stored row is the one it
+    was computed from, so the writer keeps this, and forgets a run whose row anything else
+    may have changed."""
+
+    def note(self, run_id: str, row: Row | None) -> None:
+        """``row`` is now committed for ``run_id`` (None: unknown; then, or for a finished
+        run, the run is forgotten)."""
+        if row is None or row[3] in FINISHED_VALUES:  # row[3]: the status (RUN_COLUMNS)
+            self.pop(run_id, None)
+        else:
+            remember(self, run_id, row)
+
+    def forget(self, run_ids: Iterable[str]) -> None:
+        """Forget these runs: their next checkpoint writes the whole row."""
+        for run_id in run_ids:
+            self.pop(run_id, None)
+
+
+FINISHED_VALUES = frozenset(status.value for status in FINISHED)
+"""The finished statuses as a row holds them."""
 
 
 def encode_tick(run: RunRecord) -> tuple[int, int] | None:

@@ -29,7 +29,7 @@ from flux.errors import (
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.serde import dumps
 from flux.status import RunStatus
-from flux.storage._common import FINISHED, duplicate_signal, finished_statuses, only_times_moved
+from flux.storage._common import FINISHED, duplicate_signal, finished_statuses, only_times_moved, remember
 from flux.storage._group_commit import GroupCommit
 from flux.storage._postgres_batch import BatchWriter, Checkpoint, columns
 from flux.storage._postgres_conn import connect, describe, logger, open_pool, retrying
@@ -51,7 +51,6 @@ from flux.storage._sqlite_rows import (
 from flux.storage._sqlite_schema import STEP_COLUMNS
 
 T = TypeVar("T")
-_KNOWN_RUNS = 10_000  # runs whose last checkpoint is remembered
 _RUNNING = RunStatus.RUNNING
 _CLOSE_WAIT = 10.0  # seconds close() waits for connections in use before cutting them
 ANNOUNCED = frozenset({"signal"})
@@ -356,9 +355,7 @@ class PostgresStorage:
             if run.status in FINISHED:
                 self._known.pop(run.id, None)
             else:
-                if len(self._known) >= _KNOWN_RUNS and run.id not in self._known:
-                    del self._known[next(iter(self._known))]
-                self._known[run.id] = (run, item[0])
+                remember(self._known, run.id, (run, item[0]))
 
     def _encode(self, run: RunRecord, steps: Sequence[StepRecord]) -> Checkpoint:
         """A checkpoint of ``run`` and ``steps``: a tick when ``run`` holds the objects of the

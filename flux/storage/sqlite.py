@@ -30,7 +30,7 @@ from flux._duration import to_seconds
 from flux.errors import StorageError
 from flux.records import JSON, RunFilter, RunRecord, SignalRecord, StepRecord
 from flux.status import RunStatus
-from flux.storage._common import FINISHED, finished_statuses, only_times_moved
+from flux.storage._common import FINISHED, finished_statuses, only_times_moved, remember
 from flux.storage._group_commit import GroupCommit, Outcome
 from flux.storage._sqlite_connect import connect
 from flux.storage._sqlite_errors import check_versions, translate
@@ -40,7 +40,6 @@ from flux.storage._sqlite_schema import Statements
 from flux.storage._sqlite_wal import SAFETY_NET_PAGES, WalCheckpointer
 
 T = TypeVar("T")
-_KNOWN_RUNS = 10_000  # runs whose last encoded row is remembered
 _RUNNING = RunStatus.RUNNING
 
 
@@ -342,9 +341,7 @@ class SQLiteStorage:
         if run.steps or run.status in FINISHED:  # (a run with steps is no engine's header)
             self._known.pop(run.id, None)
         else:
-            if len(self._known) >= _KNOWN_RUNS and run.id not in self._known:
-                del self._known[next(iter(self._known))]
-            self._known[run.id] = (run, row)
+            remember(self._known, run.id, (run, row))
         return row, None, writes, same_input
 
     def _outcome_error(self, outcome: BaseException) -> BaseException:
